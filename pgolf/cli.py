@@ -1,0 +1,32 @@
+"""`pgolf` command line: one parser, subcommands registered by the packages that own them."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pgolf import __version__
+from pgolf.errors import PgolfError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pgolf.data import commands as data_commands
+
+    parser = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf engine")
+    parser.add_argument("--version", action="version", version=f"pgolf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PgolfError as e:
+        print(f"pgolf: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Challenge data: shards, document sources, tokenizers, CaseOps, preparation and download."""

@@ -1,0 +1,61 @@
+"""Documents -> the challenge's token stream (and the original-byte sidecar).
+
+Kept free of torch so that `prepare`'s worker processes start fast.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from pgolf.data import caseops
+from pgolf.data.tokenizer import Tokenizer, apply_transform, load_tokenizer
+from pgolf.errors import PgolfError
+
+U16_MAX = np.iinfo(np.uint16).max
+
+
+def surface_bytes(tok: Tokenizer, surfaces: list[str]) -> list[int]:
+    """Original UTF-8 bytes per token, from the surface slices it covers."""
+    if tok.transform == caseops.NAME:
+        return caseops.original_byte_counts(surfaces)
+    return [len(s.encode("utf-8")) for s in surfaces]
+
+
+def encode_documents(tok: Tokenizer, texts: list[str], with_sidecar: bool) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Encode documents as [BOS] + ids each, concatenated.
+
+    Returns (tokens, sidecar or None, UTF-8 bytes of the original texts). The sidecar
+    gives each token its original bytes (BOS: 0), aligned with `tokens`.
+    """
+    transformed = [apply_transform(tok.transform, t) for t in texts]
+    side_parts = []
+    if with_sidecar:
+        token_parts = []
+        for text in transformed:
+            ids, surfaces = tok.encode_with_surfaces(text)
+            counts = surface_bytes(tok, surfaces)
+            if counts and max(counts) > U16_MAX:
+                raise PgolfError(f"a token covers {max(counts)} bytes of text, more than the uint16 sidecar can hold")
+            token_parts.append([tok.bos_id, *ids])
+            side_parts.append([0, *counts])
+    else:
+        token_parts = [[tok.bos_id, *ids] for ids in tok.encode(transformed)]
+    tokens = np.fromiter(itertools.chain.from_iterable(token_parts), dtype=np.uint16)
+    sidecar = np.fromiter(itertools.chain.from_iterable(side_parts), dtype=np.uint16) if with_sidecar else None
+    return tokens, sidecar, sum(len(t.encode("utf-8")) for t in texts)
+
+
+# Process-pool plumbing: each worker loads the tokenizer once.
+_worker_tok: Tokenizer | None = None
+
+
+def init_worker(tokenizer_path: str) -> None:
+    global _worker_tok
+    _worker_tok = load_tokenizer(tokenizer_path)
+
+
+def encode_task(task: tuple[list[str], bool], tok: Tokenizer | None = None):
+    """(texts, with_sidecar) -> (tokens, sidecar, text_bytes, n_docs)."""
+    texts, with_sidecar = task
+    return (*encode_documents(tok or _worker_tok, texts, with_sidecar), len(texts))

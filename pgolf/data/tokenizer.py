@@ -1,0 +1,155 @@
+"""SentencePiece tokenizers: loading, the text transform they expect, and training one
+with the challenge's settings.
+
+A tokenizer whose user-defined symbols include the four CaseOps operators expects
+CaseOps-transformed text; `Tokenizer.transform` says so, and everything downstream
+(preparation, byte accounting) keys off it rather than off file names.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import sentencepiece as spm
+
+from pgolf.data import caseops
+from pgolf.errors import PgolfError
+
+IDENTITY = "identity"
+TRANSFORMS = (IDENTITY, caseops.NAME)
+
+# The challenge's tokenizer settings (spec §2.6, §5.1; data/download_hf_docs_and_tokenize.py).
+CHALLENGE_TRAINER_SETTINGS = dict(
+    model_type="bpe",
+    character_coverage=0.999,
+    byte_fallback=True,
+    split_digits=True,
+    normalization_rule_name="nmt_nfkc",
+    add_dummy_prefix=False,
+    pad_id=0,
+    bos_id=1,
+    eos_id=2,
+    unk_id=3,
+    hard_vocab_limit=False,
+)
+
+
+def apply_transform(name: str, text: str) -> str:
+    if name == IDENTITY:
+        return text
+    if name == caseops.NAME:
+        return caseops.encode_caseops(text)
+    raise PgolfError(f"unknown text transform {name!r}; expected one of {TRANSFORMS}")
+
+
+@dataclass
+class Tokenizer:
+    """A loaded SentencePiece model plus what pgolf needs to know about it."""
+
+    path: Path
+    sp: spm.SentencePieceProcessor
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.vocab_size()
+
+    @property
+    def bos_id(self) -> int:
+        return self.sp.bos_id()
+
+    @property
+    def transform(self) -> str:
+        """The text transform the model was trained on: CaseOps iff it reserves its operators."""
+        unk = self.sp.unk_id()
+        if all(self.sp.piece_to_id(op) != unk for op in caseops.OPERATORS):
+            return caseops.NAME
+        return IDENTITY
+
+    def encode(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
+        """Token ids of already-transformed texts (no BOS)."""
+        return self.sp.encode(texts, out_type=int, num_threads=num_threads)
+
+    def encode_with_surfaces(self, text: str) -> tuple[list[int], list[str]]:
+        """Token ids and the surface slice of `text` each one covers."""
+        proto = self.sp.encode(text, return_type="proto")
+        return [p.id for p in proto.pieces], [p.surface for p in proto.pieces]
+
+    def document_tokens(self, text: str) -> np.ndarray:
+        """One document as the challenge stores it: [BOS] + encode(transform(text))."""
+        ids = self.sp.encode(apply_transform(self.transform, text), out_type=int)
+        return np.asarray([self.bos_id, *ids], dtype=np.int64)
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    path = Path(path)
+    if not path.is_file():
+        raise PgolfError(f"tokenizer {path} does not exist")
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.load(str(path))
+    except (OSError, RuntimeError) as e:
+        raise PgolfError(f"tokenizer {path}: not a SentencePiece model ({e})") from None
+    if sp.vocab_size() > 65536:
+        raise PgolfError(f"tokenizer {path}: vocab_size {sp.vocab_size()} does not fit the uint16 shards")
+    if sp.bos_id() < 0:
+        raise PgolfError(f"tokenizer {path}: has no BOS piece; shards need one to mark documents")
+    return Tokenizer(path=path, sp=sp)
+
+
+def _training_sentences(docs: Iterable[str], transform: str, max_docs: int | None) -> Iterator[str]:
+    # As the official exporter does for training only: NUL -> space, strip, drop empties.
+    for i, text in enumerate(docs):
+        if max_docs is not None and i >= max_docs:
+            return
+        text = apply_transform(transform, text).replace("\x00", " ").strip()
+        if text:
+            yield text
+
+
+def train_tokenizer(
+    docs: Iterable[str],
+    model_path: str | os.PathLike,
+    vocab_size: int,
+    *,
+    transform: str = IDENTITY,
+    user_symbols: Iterable[str] = (),
+    max_docs: int | None = None,
+    num_threads: int | None = None,
+) -> Tokenizer:
+    """Train a BPE SentencePiece model with the challenge's settings and write it atomically.
+
+    With transform="caseops_v1" the documents are transformed first and the four
+    operators are reserved as user symbols (ids 4..7), as the CaseOps record's model is.
+    """
+    if transform not in TRANSFORMS:
+        raise PgolfError(f"--transform must be one of {TRANSFORMS}, got {transform!r}")
+    symbols = list(caseops.OPERATORS) if transform == caseops.NAME else []
+    symbols += [s for s in user_symbols if s not in symbols]
+    model_path = Path(model_path)
+    if model_path.suffix != ".model":
+        raise PgolfError(f"tokenizer output {model_path} must end in .model")
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=model_path.parent, prefix=".tok-") as tmp:
+        prefix = Path(tmp) / "tok"
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=_training_sentences(docs, transform, max_docs),
+                model_prefix=str(prefix),
+                vocab_size=vocab_size,
+                user_defined_symbols=symbols,
+                num_threads=num_threads or os.cpu_count() or 1,
+                minloglevel=2,
+                **CHALLENGE_TRAINER_SETTINGS,
+            )
+        except RuntimeError as e:
+            raise PgolfError(f"SentencePiece training failed: {e}") from None
+        trained = spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model"))).vocab_size()
+        if trained != vocab_size:  # hard_vocab_limit=False lets a small corpus yield fewer pieces
+            raise PgolfError(f"the corpus only supports {trained} pieces, fewer than --vocab-size {vocab_size}")
+        for suffix in (".vocab", ".model"):  # the .model last: its presence means both are complete
+            os.replace(prefix.with_suffix(suffix), model_path.with_suffix(suffix))
+    return load_tokenizer(model_path)
