@@ -11,6 +11,7 @@ setup(
         "torch>=2.4",
         "numpy",
         "sentencepiece>=0.2",
+        "protobuf",  # sentencepiece needs it for surface pieces (the byte sidecar)
         "tqdm",
         "huggingface_hub",
     ],
