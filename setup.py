@@ -1,12 +1,46 @@
-"""pgolf: `pip install -e .` installs the package and the `pgolf` command."""
+"""pgolf: `pip install -e .` installs the package, its Triton kernels (as `pgolf_kernels`:
+a top-level `kernels` would clash with the package of that name parameter-golf installs)
+and the `pgolf` command.
+
+`python setup.py build_ext` compiles the CUDA sources in csrc/ into `pgolf._C` where a CUDA
+build of torch and nvcc exist. Elsewhere (CPU machines, or pip's isolated build, which has
+no torch) it builds nothing and says so; every op then runs its reference implementation.
+"""
+import glob
+
 from setuptools import find_packages, setup
+
+
+def cuda_extensions():
+    sources = sorted(glob.glob("csrc/**/*.cu", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True))
+    if not sources:
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+    except ImportError:
+        print("pgolf: torch is not importable here; csrc/ is not built (pip install --no-build-isolation to build it)")
+        return [], {}
+    if torch.version.cuda is None or CUDA_HOME is None:
+        print("pgolf: no CUDA torch or no nvcc; csrc/ is not built, kernels use their references")
+        return [], {}
+    ext = CUDAExtension(
+        "pgolf._C", sources,
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "-gencode=arch=compute_90a,code=sm_90a"]},
+    )
+    return [ext], {"build_ext": BuildExtension}
+
+
+ext_modules, cmdclass = cuda_extensions()
 
 setup(
     name="pgolf",
     version="0.1.0",
     description="Training and evaluation engine for OpenAI's Parameter Golf challenge",
-    python_requires=">=3.10",
-    packages=find_packages(include=["pgolf", "pgolf.*"]),
+    python_requires=">=3.11",
+    packages=find_packages(include=["pgolf", "pgolf.*"]) + ["pgolf_kernels"],
+    package_dir={"pgolf_kernels": "kernels"},
+    package_data={"pgolf": ["configs/*.toml"]},
     install_requires=[
         "torch>=2.4",
         "numpy",
@@ -14,7 +48,12 @@ setup(
         "protobuf",  # sentencepiece needs it for surface pieces (the byte sidecar)
         "tqdm",
         "huggingface_hub",
+        "brotli",
+        "zstandard",
+        "matplotlib",
     ],
     extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["pgolf=pgolf.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )

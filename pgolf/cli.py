@@ -9,11 +9,17 @@ from pgolf.errors import PgolfError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pgolf import demo
     from pgolf.data import commands as data_commands
+    from pgolf.eval import commands as eval_commands
+    from pgolf.train import commands as train_commands
 
     parser = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf engine")
     parser.add_argument("--version", action="version", version=f"pgolf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    demo.register(sub)
+    train_commands.register(sub)
+    eval_commands.register(sub)
     data_commands.register(sub)
     return parser
 

@@ -64,3 +64,38 @@ def own_caseops_tokenizer(tmp_path_factory, bbc_docs):
 @pytest.fixture(scope="session")
 def heldout_docs(bbc_docs) -> list[str]:
     return bbc_docs[1500:1800]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, own_tokenizer, bbc_docs):
+    """A small BOS-prefixed dataset of real text: 40 val articles, 360 train articles."""
+    from pgolf.data.prepare import PrepareOptions, prepare
+
+    src = tmp_path_factory.mktemp("tiny") / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in bbc_docs[:400]))
+    out = src.parent / "data"
+    prepare(PrepareOptions(inputs=[src], tokenizer=own_tokenizer.path, out_dir=out, val_docs=40,
+                           shard_tokens=60_000, workers=1, progress=False))
+    return out, own_tokenizer.path
+
+
+TINY = [  # a model that takes milliseconds per step on a CPU
+    "model.num_layers=2", "model.model_dim=64", "model.num_heads=4", "model.num_kv_heads=2",
+    "train.seq_len=64", "train.batch_tokens=1024", "train.grad_accum_steps=1", "train.iterations=8",
+    "train.warmup_steps=0", "train.warmdown_iters=3", "train.warmdown=step", "train.max_wallclock_seconds=0",
+    "train.val_every=0", "train.log_every=1", "eval.batch_tokens=4096", "run.progress=false",
+]
+
+
+def tiny_config(tiny_data, out_dir, *overrides):
+    """The smoke preset shrunk further, on `tiny_data`, ignoring the host's environment."""
+    from pgolf.config import load_config
+
+    data, tok = tiny_data
+    return load_config("smoke", [*TINY, f"data.path={data}", f"data.tokenizer={tok}", f"run.out_dir={out_dir}",
+                                 "run.name=t", *overrides], env={})
+
+
+def train_losses(run_dir) -> list[float]:
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] for r in records if r["event"] == "train"]

@@ -1,0 +1,1 @@
+"""Evaluation: window plans and the evaluator; scoring goes through pgolf.metric."""

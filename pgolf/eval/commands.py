@@ -1,0 +1,35 @@
+"""`pgolf eval ARTIFACT`: score an artifact file on a val set (also under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("eval", help="score an artifact: val_loss and val_bpb through the canonical accumulator",
+                       description="Also runs distributed: torchrun --nproc_per_node=8 -m pgolf eval ARTIFACT ...")
+    e.add_argument("artifact", type=Path)
+    e.add_argument("--data", type=Path, default=None, help="dataset directory (default: the one it was trained on)")
+    e.add_argument("--tokenizer", type=Path, default=None, help="SentencePiece model (default: the training one)")
+    e.add_argument("--seq-len", type=int, default=None, help="window length (default: the training seq_len)")
+    e.add_argument("--stride", type=int, default=0, help="sliding-window stride; 0 = non-overlapping windows")
+    e.add_argument("--batch-tokens", type=int, default=524_288, help="tokens per forward, summed over ranks")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=_eval)
+
+
+def _eval(args) -> None:
+    from pgolf.eval.scoring import score_artifact
+
+    result = score_artifact(args.artifact, data=args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
+                            stride=args.stride, batch_tokens=args.batch_tokens, device=args.device)
+    if result is None:  # not rank 0
+        return
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"val_bpb {result['val_bpb']:.8f}  val_loss {result['val_loss']:.8f}  "
+              f"({result['token_count']:,} tokens, {result['byte_count']:,} bytes, {result['byte_source']}, "
+              f"seq_len {result['seq_len']}, stride {result['stride']}, {result['eval_seconds']:.1f} s)")

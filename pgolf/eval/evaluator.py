@@ -1,0 +1,52 @@
+"""Score a model on the val stream through the canonical accumulator, across ranks."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from pgolf.eval.windows import plan_windows
+from pgolf.metric.bpb import BPBResult
+from pgolf.metric.valset import ValSet
+
+
+def autocast_for(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, val: ValSet, seq_len: int, stride: int = 0, windows_per_batch: int = 32,
+             rank: int = 0, world: int = 1) -> BPBResult:
+    """val_loss/val_bpb of `model` (called as model(x, y, reduction="none")) on `val`.
+
+    Each rank runs its share of the windows in fixed-size batches (the last one padded
+    with masked-out repeats, so a compiled model sees one shape); `result()` all-reduces
+    and checks that every target was scored exactly once.
+    """
+    device = val.tokens.device
+    mine = plan_windows(len(val), seq_len, stride).shard(rank, world)
+    acc = val.accumulator()
+    offsets = torch.arange(mine.seq_len, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, len(mine), windows_per_batch):
+            starts = mine.starts[lo:lo + windows_per_batch].to(device)
+            first = mine.first_scored[lo:lo + windows_per_batch].to(device)
+            real = starts.numel()
+            if real < windows_per_batch:  # pad with the last window; its copies are not scored
+                starts = torch.cat([starts, starts[-1:].expand(windows_per_batch - real)])
+                first = torch.cat([first, first[-1:].expand(windows_per_batch - real)])
+            idx = starts[:, None] + offsets  # [W, L] input positions
+            x, y = val.tokens[idx].long(), val.tokens[idx + 1].long()
+            with autocast_for(device):
+                nll = model(x, y, reduction="none").view(idx.shape).float()
+            keep = (idx + 1 >= first[:, None])
+            keep[real:] = False
+            acc.add(nll[keep], idx[keep] + 1, targets=y[keep])
+    finally:
+        model.train(was_training)
+    return acc.result()

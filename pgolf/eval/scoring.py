@@ -1,0 +1,54 @@
+"""Score an artifact file end to end: rebuild the model from it, load the val set, evaluate."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from pgolf.config import ModelConfig
+from pgolf.data.tokenizer import load_tokenizer
+from pgolf.errors import PgolfError
+from pgolf.eval.evaluator import evaluate
+from pgolf.export.artifact import read_artifact
+from pgolf.export.quantize import dequantize_state_dict
+from pgolf.metric.valset import load_val_set
+from pgolf.model import GPT, prepare_for_device
+from pgolf.train.distributed import init_distributed, shutdown
+
+
+def model_from_artifact(path: str | Path, device: torch.device) -> tuple[GPT, dict]:
+    art = read_artifact(path)
+    try:
+        cfg = ModelConfig(**art.model_config)
+    except TypeError as e:
+        raise PgolfError(f"{path}: model config does not fit this pgolf ({e})") from None
+    model = prepare_for_device(GPT(cfg), device)
+    model.load_state_dict(dequantize_state_dict(art.tensors))
+    return model, art.meta
+
+
+def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int = 0,
+                   batch_tokens: int = 524_288, device: str = "auto") -> dict | None:
+    env = init_distributed(device)
+    try:
+        model, meta = model_from_artifact(path, env.device)
+        data = data or meta.get("data_path")
+        tokenizer = tokenizer or meta.get("tokenizer_path")
+        if not data or not tokenizer:
+            raise PgolfError(f"{path} does not record its data: pass --data and --tokenizer")
+        tok = load_tokenizer(tokenizer)
+        if tok.vocab_size != model.cfg.vocab_size:
+            raise PgolfError(f"tokenizer {tokenizer} has {tok.vocab_size} pieces, the model {model.cfg.vocab_size}")
+        seq_len = seq_len or meta.get("seq_len") or 1024
+        val = load_val_set(data, tok).to(env.device)
+        windows = max(1, batch_tokens // (env.world * seq_len))
+        t = time.perf_counter()
+        result = evaluate(model, val, seq_len, stride, windows, env.rank, env.world)
+        seconds = time.perf_counter() - t
+        if not env.is_main:
+            return None
+        return {**result.as_dict(), "byte_source": val.byte_source, "seq_len": seq_len, "stride": stride,
+                "eval_seconds": seconds, "world_size": env.world, "artifact": str(path)}
+    finally:
+        shutdown()

@@ -1,0 +1,1 @@
+"""Export: quantization, the artifact container, code-size accounting and the size limit."""

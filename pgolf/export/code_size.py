@@ -1,0 +1,59 @@
+"""How many bytes the code counts for, explicitly (spec §1.2).
+
+"raw": the UTF-8 size of every source file of the package. "wrapped": the size of a real
+self-extracting script (base85 of an lzma'd tar of those files, plus a two-line loader)
+that runs `pgolf` from the extracted copy; reviewers accept such wrappers. Both are
+measured on the files themselves, never estimated.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import lzma
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pgolf
+
+SOURCE_SUFFIXES = (".py", ".toml")
+CODE_MODES = ("raw", "wrapped")
+
+
+@dataclass(frozen=True)
+class CodeBytes:
+    mode: str
+    files: tuple[str, ...]
+    raw_bytes: int
+    counted_bytes: int
+
+
+def code_files() -> tuple[Path, list[Path]]:
+    """(root, files): the package's sources, relative to the directory holding it."""
+    package = Path(pgolf.__file__).resolve().parent
+    files = sorted(p for p in package.rglob("*") if p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts)
+    return package.parent, files
+
+
+def build_wrapper(root: Path, files: list[Path]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for path in files:
+            info = tarfile.TarInfo(path.relative_to(root).as_posix())
+            data = path.read_bytes()
+            info.size, info.mtime, info.mode = len(data), 0, 0o644  # reproducible bytes
+            tar.addfile(info, io.BytesIO(data))
+    blob = base64.b85encode(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
+    return (
+        "import base64,io,lzma,sys,tarfile,tempfile\n"
+        "d=tempfile.mkdtemp();tarfile.open(fileobj=io.BytesIO(lzma.decompress(base64.b85decode("
+        f"'{blob}')))).extractall(d,filter='data');sys.path.insert(0,d)\n"
+        "from pgolf.cli import main;sys.exit(main())\n"
+    ).encode("ascii")
+
+
+def count_code_bytes(mode: str) -> CodeBytes:
+    root, files = code_files()
+    raw = sum(p.stat().st_size for p in files)
+    counted = raw if mode == "raw" else len(build_wrapper(root, files))
+    return CodeBytes(mode, tuple(p.relative_to(root).as_posix() for p in files), raw, counted)

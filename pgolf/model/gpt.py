@@ -1,0 +1,84 @@
+"""The challenge's baseline language model (spec §4.1), built from small modules.
+
+tok_emb -> RMSNorm -> x0; encoder blocks push their outputs, decoder blocks first add
+skip_weights[i] * pop() (U-Net skips); final RMSNorm -> tied head -> softcap c*tanh(z/c)
+-> cross-entropy in fp32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf.config import ModelConfig
+from pgolf.model.attention import CausalSelfAttention
+from pgolf.model.block import Block
+from pgolf.model.layers import CastedLinear, rms_norm
+from pgolf.model.mlp import ReluSquaredMLP
+
+# Low-dimensional "control" parameters: Adam (not Muon), fp32 always, kept unquantized on export.
+CONTROL_PARAM_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights")
+
+
+def is_control(name: str) -> bool:
+    return any(p in name for p in CONTROL_PARAM_PATTERNS)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.model_dim
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.num_encoder_layers = cfg.num_layers // 2
+        self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
+        self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), d))
+        self.blocks = nn.ModuleList(
+            Block(d, CausalSelfAttention(d, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, cfg.qk_gain_init),
+                  ReluSquaredMLP(d, cfg.mlp_mult))
+            for _ in range(cfg.num_layers)
+        )
+        self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
+        if cfg.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
+
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        """Final-normed hidden states [B, T, D]."""
+        x = rms_norm(self.tok_emb(input_ids))
+        x0 = x
+        skips = []
+        for block in self.blocks[: self.num_encoder_layers]:
+            x = block(x, x0)
+            skips.append(x)
+        for i, block in enumerate(self.blocks[self.num_encoder_layers:]):
+            if skips:
+                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
+            x = block(x, x0)
+        return rms_norm(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Softcapped logits, fp32."""
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        z = F.linear(hidden, weight.to(hidden.dtype))
+        c = self.cfg.logit_softcap
+        return (c * torch.tanh(z / c)).float()
+
+    def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean") -> Tensor:
+        """Cross-entropy (nats) of `target_ids`; reduction "none" gives one loss per target."""
+        logits = self.logits(self.hidden(input_ids))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction)
+
+
+def prepare_for_device(model: GPT, device: torch.device) -> GPT:
+    """The baseline's precision layout on CUDA: a bf16 body (tok_emb included) whose
+    linear weights and control/low-dim parameters stay fp32. On CPU everything is fp32."""
+    model.to(device)
+    if device.type == "cuda":
+        model.bfloat16()
+        for module in model.modules():
+            if isinstance(module, CastedLinear):
+                module.float()
+        for name, param in model.named_parameters():
+            if param.ndim < 2 or is_control(name):
+                param.data = param.data.float()
+    return model

@@ -1,0 +1,17 @@
+"""The relu² MLP (modded-nanogpt lineage)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pgolf.model.layers import CastedLinear
+
+
+class ReluSquaredMLP(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.fc = CastedLinear(dim, mult * dim)
+        self.proj = CastedLinear(mult * dim, dim, zero_init=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(torch.relu(self.fc(x)).square())

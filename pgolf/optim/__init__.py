@@ -1,0 +1,1 @@
+"""Optimizers: Muon (with its Newton-Schulz reference), Adam groups and schedules."""

@@ -1,0 +1,141 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pgolf.config import ExportConfig, load_config
+from pgolf.errors import PgolfError
+from pgolf.eval.evaluator import evaluate
+from pgolf.export import codecs
+from pgolf.export import export as export_mod
+from pgolf.export.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
+from pgolf.export.code_size import build_wrapper, code_files, count_code_bytes
+from pgolf.export.export import ArtifactTooLarge, build_artifact, export_model, load_artifact_state
+from pgolf.export.quantize import dequantize_state_dict, quantize_state_dict
+from pgolf.metric.bytes import ByteLUT
+from pgolf.metric.valset import ValSet
+from pgolf.model import GPT
+
+
+@pytest.fixture(scope="module")
+def trained_like():
+    """A small model with non-trivial weights (random, not zero-init)."""
+    torch.manual_seed(0)
+    cfg = load_config("smoke", ["model.num_layers=2", "model.model_dim=256"], env={})  # fc: 512x256 > 65,536
+    model = GPT(cfg.model)
+    for p in model.parameters():
+        if p.ndim == 2:
+            torch.nn.init.normal_(p, std=0.02)
+    return model, cfg
+
+
+def test_int8_matches_the_baseline_formula():
+    w = torch.randn(300, 400, generator=torch.Generator().manual_seed(1)) * 0.1
+    w[3, 7] = 5.0  # an outlier that the per-row percentile clips
+    e = quantize_state_dict({"blocks.0.attn.c_q.weight": w}, "int8")["blocks.0.attn.c_q.weight"]
+    clip = torch.quantile(w.abs(), 0.9999984, dim=1)
+    scale = (clip / 127).clamp_min(1 / 127)
+    q = torch.clamp(torch.round(torch.clamp(w, -clip[:, None], clip[:, None]) / scale[:, None]), -127, 127)
+    assert e.scheme == "int8_row" and np.array_equal(e.parts["q"], q.to(torch.int8).numpy())
+    assert np.array_equal(e.parts["scale"], scale.to(torch.float16).numpy())
+
+
+def test_small_and_control_tensors_pass_through():
+    state = {"blocks.0.attn_scale": torch.rand(512), "tiny.weight": torch.rand(16, 16), "ids": torch.arange(5)}
+    enc = quantize_state_dict(state, "int8")
+    assert enc["blocks.0.attn_scale"].parts["data"].dtype == np.float32  # control: exact
+    assert enc["tiny.weight"].parts["data"].dtype == np.float16
+    assert enc["ids"].parts["data"].dtype == np.int64
+    back = dequantize_state_dict(enc)
+    assert torch.equal(back["blocks.0.attn_scale"], state["blocks.0.attn_scale"]) and torch.equal(back["ids"], state["ids"])
+    assert back["tiny.weight"].dtype == torch.float32
+
+
+def test_int6_codes_and_error(trained_like):
+    model, _ = trained_like
+    state = model.state_dict()
+    enc6, enc8 = quantize_state_dict(state, "int6"), quantize_state_dict(state, "int8")
+    name = "blocks.0.mlp.fc.weight"
+    assert enc6[name].scheme == "int6_row" and np.abs(enc6[name].parts["q"]).max() <= 31
+    assert enc6["tok_emb.weight"].scheme == "int8_row"  # the embedding stays int8
+    err6 = (dequantize_state_dict(enc6)[name] - state[name]).pow(2).mean()
+    err8 = (dequantize_state_dict(enc8)[name] - state[name]).pow(2).mean()
+    assert err8 < err6 < 40 * err8
+
+
+@pytest.mark.parametrize("codec", codecs.CODECS)
+def test_artifact_roundtrip_is_bitwise_for_every_codec(trained_like, codec):
+    model, cfg = trained_like
+    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig(quant="int8", codec=codec))
+    back = decode_artifact(encode_artifact(art))
+    assert back.model_config == art.model_config and back.codec == codec
+    for name, e in art.tensors.items():
+        got = back.tensors[name]
+        assert (got.scheme, got.dtype, got.shape) == (e.scheme, e.dtype, e.shape)
+        for part, arr in e.parts.items():
+            assert got.parts[part].dtype == arr.dtype and np.array_equal(got.parts[part], arr)
+
+
+def test_damaged_files_never_load(trained_like, tmp_path):
+    model, cfg = trained_like
+    blob = encode_artifact(build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig()))
+    for at in (10, len(blob) // 2, len(blob) - 5):
+        bad = bytearray(blob)
+        bad[at] ^= 0x40
+        with pytest.raises(ArtifactError, match="checksum mismatch|bad magic"):
+            decode_artifact(bytes(bad))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        decode_artifact(blob[:-100] + blob[-32:])
+    with pytest.raises(ArtifactError, match="not a pgolf artifact"):
+        decode_artifact(b"\x80\x04\x95" + blob[3:])  # a pickle's opening bytes
+    with pytest.raises(ArtifactError, match="does not exist"):
+        read_artifact(tmp_path / "none.pgolf")
+
+
+def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, monkeypatch):
+    model, cfg = trained_like
+    path = tmp_path / "m.pgolf"
+    report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], ExportConfig(), path)
+    root, files = code_files()
+    assert report.artifact_bytes == path.stat().st_size
+    assert report.code_bytes == sum(f.stat().st_size for f in files) and report.code_mode == "raw"
+    assert report.total_bytes == report.artifact_bytes + report.code_bytes < 16_000_000
+
+    monkeypatch.setattr(export_mod, "SIZE_LIMIT", report.total_bytes)  # exactly at the limit is too large
+    with pytest.raises(ArtifactTooLarge, match="not exported: .* which is not below the"):
+        export_model(model.state_dict(), cfg.to_dict()["model"], ExportConfig(), tmp_path / "big.pgolf")
+    assert not (tmp_path / "big.pgolf").exists()
+
+
+def test_wrapped_code_is_a_real_self_extracting_script(tmp_path):
+    root, files = code_files()
+    wrapper = build_wrapper(root, files)
+    assert count_code_bytes("wrapped").counted_bytes == len(wrapper) < count_code_bytes("raw").counted_bytes
+    script = tmp_path / "train_gpt.py"
+    script.write_bytes(wrapper)
+    r = subprocess.run([sys.executable, "-I", str(script), "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("pgolf "), r.stderr
+
+
+def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_like, tmp_path, own_tokenizer,
+                                                                       heldout_docs):
+    model, cfg = trained_like
+    tokens = np.concatenate([own_tokenizer.document_tokens(d) for d in heldout_docs[:4]])
+    lut = ByteLUT.from_sentencepiece(own_tokenizer.sp)
+    val = ValSet(torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens)), "lut", 1)
+    export_cfg = ExportConfig(quant="int6", codec="lzma")
+
+    in_memory = GPT(cfg.model)
+    in_memory.load_state_dict(dequantize_state_dict(quantize_state_dict(model.state_dict(), "int6")))
+    report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], export_cfg, tmp_path / "m.pgolf")
+    model_cfg, state = load_artifact_state(report.path)
+    reloaded = GPT(type(cfg.model)(**model_cfg))
+    reloaded.load_state_dict(state)
+    for name, t in in_memory.state_dict().items():
+        assert torch.equal(t, reloaded.state_dict()[name]), name
+    a = evaluate(in_memory, val, 64, 0, windows_per_batch=4)
+    b = evaluate(reloaded, val, 64, 0, windows_per_batch=4)
+    assert a == b  # bitwise: same sums, same counts
+    assert a != evaluate(model, val, 64, 0, windows_per_batch=4)  # and quantization did change something

@@ -1,0 +1,108 @@
+"""The trainer end to end on a CPU: real text, tiny model."""
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as tmp_mp
+
+from conftest import tiny_config, train_losses
+from pgolf.errors import PgolfError
+from pgolf.eval.scoring import score_artifact
+from pgolf.train.trainer import run_training
+
+
+def test_a_few_steps_on_real_text_lower_the_loss(tmp_path, tiny_data):
+    result = run_training(tiny_config(tiny_data, tmp_path, "train.iterations=30", "train.warmdown_iters=0"))
+    losses = train_losses(result.run_dir)
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < losses[0] - 0.5, losses
+    assert result.final.val_loss < math.log(1024) - 0.5  # better than uniform over the vocab
+    run = result.run_dir
+    assert {"config.json", "metrics.jsonl", "train.log", "checkpoint.pt", "model.pgolf", "result.json",
+            "curves.png"} <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "result.json").read_text())["final"]["val_bpb"] == result.final.val_bpb
+
+
+def test_final_score_is_the_score_of_the_file_on_disk(tmp_path, tiny_data):
+    result = run_training(tiny_config(tiny_data, tmp_path, "export.quant=int6", "export.codec=brotli", "eval.stride=16"))
+    again = score_artifact(result.export.path, seq_len=64, stride=16, batch_tokens=4096, device="cpu")
+    assert again["val_bpb"] == result.final.val_bpb and again["token_count"] == result.final.token_count
+
+
+def test_resume_gives_the_same_next_steps(tmp_path, tiny_data):
+    full = run_training(tiny_config(tiny_data, tmp_path, "run.name=full", "train.checkpoint_every=4"))
+    resumed = run_training(tiny_config(tiny_data, tmp_path, "run.name=resumed",
+                                       f"run.resume={full.run_dir / 'checkpoint_step4.pt'}"))
+    assert train_losses(resumed.run_dir) == train_losses(full.run_dir)[4:]  # bitwise on CPU
+    assert resumed.final == full.final
+
+
+def test_priming_steps_leave_no_trace(tmp_path, tiny_data):
+    plain = run_training(tiny_config(tiny_data, tmp_path, "run.name=plain"))
+    primed = run_training(tiny_config(tiny_data, tmp_path, "run.name=primed", "train.warmup_steps=3"))
+    assert train_losses(primed.run_dir) == train_losses(plain.run_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_rank(rank, port, cfg, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    result = run_training(cfg)
+    out[rank] = {"final": result.final.as_dict(), "losses": train_losses(result.run_dir) if rank == 0 else None}
+
+
+def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_data):
+    # One process accumulating 2 micro-batches sees exactly the tokens the two ranks see.
+    single = run_training(tiny_config(tiny_data, tmp_path, "run.name=single", "train.grad_accum_steps=2"))
+    cfg = tiny_config(tiny_data, tmp_path, "run.name=ddp", "train.grad_accum_steps=1")
+    out = tmp_mp.Manager().dict()
+    tmp_mp.spawn(_ddp_rank, args=(_free_port(), cfg, out), nprocs=2)
+    ref = train_losses(single.run_dir)
+    got = out[0]["losses"]
+    assert len(got) == len(ref) and all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(got, ref)), (got, ref)
+    assert out[0]["final"] == out[1]["final"]  # every rank reports the same all-reduced score
+    assert math.isclose(out[0]["final"]["val_bpb"], single.final.val_bpb, rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.path=/nonexistent/data", "/nonexistent/data"),
+    ("data.tokenizer=/nonexistent/tok.model", "tokenizer /nonexistent/tok.model does not exist"),
+    ("model.vocab_size=2048", "model.vocab_size \\(VOCAB_SIZE\\)=2048 does not match the tokenizer"),
+    ("train.grad_accum_steps=3", "must split into whole train.seq_len=64 sequences"),
+    ("run.resume=/nonexistent/ckpt.pt", "checkpoint /nonexistent/ckpt.pt does not exist"),
+])
+def test_bad_runs_fail_with_clear_errors(tmp_path, tiny_data, override, message):
+    with pytest.raises(PgolfError, match=message):
+        run_training(tiny_config(tiny_data, tmp_path, override))
+
+
+def test_resume_refuses_a_different_model(tmp_path, tiny_data):
+    full = run_training(tiny_config(tiny_data, tmp_path, "run.name=a", "train.iterations=2"))
+    with pytest.raises(PgolfError, match="config differs in model.model_dim"):
+        run_training(tiny_config(tiny_data, tmp_path, "run.name=b", "model.model_dim=32",
+                                 f"run.resume={full.run_dir / 'checkpoint.pt'}"))
+
+
+def test_missing_train_shards(tmp_path, tiny_data):
+    data, tok = tiny_data
+    empty = tmp_path / "valonly"
+    empty.mkdir()
+    (empty / "fineweb_val_000000.bin").write_bytes((data / "fineweb_val_000000.bin").read_bytes())
+    with pytest.raises(PgolfError, match="no fineweb_train_NNNNNN.bin shards in"):
+        run_training(tiny_config((empty, tok), tmp_path))
+
+
+def test_compiled_model_trains_like_eager(tmp_path, tiny_data):
+    eager = run_training(tiny_config(tiny_data, tmp_path, "run.name=eager", "train.iterations=4"))
+    compiled = run_training(tiny_config(tiny_data, tmp_path, "run.name=compiled", "run.compile=true", "train.iterations=4"))
+    for a, b in zip(train_losses(compiled.run_dir), train_losses(eager.run_dir)):
+        assert math.isclose(a, b, rel_tol=1e-4)
+    assert math.isclose(compiled.final.val_bpb, eager.final.val_bpb, rel_tol=1e-4)
