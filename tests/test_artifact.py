@@ -94,13 +94,25 @@ def test_damaged_files_never_load(trained_like, tmp_path):
         read_artifact(tmp_path / "none.pgolf")
 
 
+def test_a_well_checksummed_file_with_a_bad_index_is_rejected():
+    import hashlib
+    import struct
+    import zlib
+
+    body = zlib.compress(struct.pack("<I", 9) + b'{"tensors' + b"\0" * 16)
+    head = b"PGOLFART" + struct.pack("<HB", 1, 4) + b"zlib" + body
+    with pytest.raises(ArtifactError, match="malformed index"):
+        decode_artifact(head + hashlib.sha256(head).digest())
+
+
 def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, monkeypatch):
     model, cfg = trained_like
     path = tmp_path / "m.pgolf"
     report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], ExportConfig(), path)
-    root, files = code_files()
+    files = code_files()
+    assert {name.split("/")[0] for name, _ in files} == {"pgolf", "pgolf_kernels"}
     assert report.artifact_bytes == path.stat().st_size
-    assert report.code_bytes == sum(f.stat().st_size for f in files) and report.code_mode == "raw"
+    assert report.code_bytes == sum(f.stat().st_size for _, f in files) and report.code_mode == "raw"
     assert report.total_bytes == report.artifact_bytes + report.code_bytes < 16_000_000
 
     monkeypatch.setattr(export_mod, "SIZE_LIMIT", report.total_bytes)  # exactly at the limit is too large
@@ -110,8 +122,7 @@ def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, mon
 
 
 def test_wrapped_code_is_a_real_self_extracting_script(tmp_path):
-    root, files = code_files()
-    wrapper = build_wrapper(root, files)
+    wrapper = build_wrapper(code_files())
     assert count_code_bytes("wrapped").counted_bytes == len(wrapper) < count_code_bytes("raw").counted_bytes
     script = tmp_path / "train_gpt.py"
     script.write_bytes(wrapper)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from pgolf.config import ModelConfig
+from pgolf.config import from_dict
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import evaluate
@@ -19,10 +19,7 @@ from pgolf.train.distributed import init_distributed, shutdown
 
 def model_from_artifact(path: str | Path, device: torch.device) -> tuple[GPT, dict]:
     art = read_artifact(path)
-    try:
-        cfg = ModelConfig(**art.model_config)
-    except TypeError as e:
-        raise PgolfError(f"{path}: model config does not fit this pgolf ({e})") from None
+    cfg = from_dict({"model": art.model_config}, f"{path} (model config)").model
     model = prepare_for_device(GPT(cfg), device)
     model.load_state_dict(dequantize_state_dict(art.tensors))
     return model, art.meta

@@ -81,6 +81,13 @@ def decode_artifact(data: bytes, source: str = "artifact") -> Artifact:
         raw = codecs.decompress(codec, data[fixed + n:-32])
     except PgolfError as e:
         raise ArtifactError(f"{source}: {e}") from None
+    try:
+        return _parse_body(raw, codec, source)
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{source}: malformed index ({type(e).__name__}: {e})") from None
+
+
+def _parse_body(raw: bytes, codec: str, source: str) -> Artifact:
     (hlen,) = struct.unpack_from("<I", raw, 0)
     header = json.loads(raw[4:4 + hlen])
     payload = memoryview(raw)[4 + hlen:]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pgolf
+import pgolf_kernels
 
 SOURCE_SUFFIXES = (".py", ".toml")
 CODE_MODES = ("raw", "wrapped")
@@ -28,18 +29,22 @@ class CodeBytes:
     counted_bytes: int
 
 
-def code_files() -> tuple[Path, list[Path]]:
-    """(root, files): the package's sources, relative to the directory holding it."""
-    package = Path(pgolf.__file__).resolve().parent
-    files = sorted(p for p in package.rglob("*") if p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts)
-    return package.parent, files
+def code_files() -> list[tuple[str, Path]]:
+    """(import path, file) for every source file shipped: the pgolf and pgolf_kernels packages."""
+    files = []
+    for package in (pgolf, pgolf_kernels):
+        root = Path(package.__file__).resolve().parent
+        for path in sorted(root.rglob("*")):
+            if path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts:
+                files.append((f"{package.__name__}/{path.relative_to(root).as_posix()}", path))
+    return files
 
 
-def build_wrapper(root: Path, files: list[Path]) -> bytes:
+def build_wrapper(files: list[tuple[str, Path]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for path in files:
-            info = tarfile.TarInfo(path.relative_to(root).as_posix())
+        for name, path in files:
+            info = tarfile.TarInfo(name)
             data = path.read_bytes()
             info.size, info.mtime, info.mode = len(data), 0, 0o644  # reproducible bytes
             tar.addfile(info, io.BytesIO(data))
@@ -53,7 +58,7 @@ def build_wrapper(root: Path, files: list[Path]) -> bytes:
 
 
 def count_code_bytes(mode: str) -> CodeBytes:
-    root, files = code_files()
-    raw = sum(p.stat().st_size for p in files)
-    counted = raw if mode == "raw" else len(build_wrapper(root, files))
-    return CodeBytes(mode, tuple(p.relative_to(root).as_posix() for p in files), raw, counted)
+    files = code_files()
+    raw = sum(p.stat().st_size for _, p in files)
+    counted = raw if mode == "raw" else len(build_wrapper(files))
+    return CodeBytes(mode, tuple(name for name, _ in files), raw, counted)
