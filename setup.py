@@ -42,7 +42,7 @@ setup(
     package_dir={"pgolf_kernels": "kernels"},
     package_data={"pgolf": ["configs/*.toml"]},
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.5",  # scaled_dot_product_attention(enable_gqa=...)
         "numpy",
         "sentencepiece>=0.2",
         "protobuf",  # sentencepiece needs it for surface pieces (the byte sidecar)
@@ -52,7 +52,7 @@ setup(
         "zstandard",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "hypothesis", "triton"]},  # triton: the CPU interpreter tier
     entry_points={"console_scripts": ["pgolf=pgolf.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -79,6 +79,12 @@ class TrainConfig:
     val_every: int = setting(1000, "VAL_LOSS_EVERY", help="0: only at the end")
     log_every: int = setting(200, "TRAIN_LOG_EVERY")
     checkpoint_every: int = setting(0, "CHECKPOINT_EVERY", help="0: only the final checkpoint")
+    ce: str = setting("eager", "CE_IMPL", ("eager", "fused", "fused_linear"),
+                      help="training loss: eager softcap + F.cross_entropy, the fused Triton CE on logits, "
+                           "or the fused LM head + CE that never materialises the logits")
+    loss_weights: str = setting("none", "LOSS_WEIGHTS", ("none", "bytes", "bytes_pr1519"),
+                                help="per-target weights: none; the bytes canonical BPB credits each target; "
+                                     "or PR #1519's max(base bytes, 1)")
 
 
 @dataclass
@@ -105,6 +111,7 @@ class RunConfig:
     compile: bool = setting(False, "COMPILE", help="torch.compile the model")
     deterministic: bool = setting(False, "DETERMINISTIC", help="torch.use_deterministic_algorithms")
     resume: str = setting("", "RESUME", help="checkpoint to continue from")
+    overwrite: bool = setting(False, "OVERWRITE", help="reuse a run directory that already holds a run")
     progress: bool = setting(True, "PROGRESS", help="show a progress bar")
 
 

@@ -44,7 +44,8 @@ def run_demo(workdir: str | Path = "runs/demo", overrides: list[str] = (), progr
           f"({val['bytes_per_token']:.3f} bytes/token)")
 
     cfg = load_config("smoke", [f"data.path={data_dir}", f"data.tokenizer={tokenizer.path}",
-                                f"run.out_dir={workdir}", "run.name=run", f"run.progress={progress}", *overrides])
+                                f"run.out_dir={workdir}", "run.name=run", "run.overwrite=true",
+                                f"run.progress={progress}", *overrides])
     result = run_training(cfg, preset="smoke")
     print(f"[demo] val_bpb {result.final.val_bpb:.4f} (from the artifact file), {result.export.summary()}, "
           f"{result.steps} steps, total {time.perf_counter() - started:.0f} s; outputs in {result.run_dir}")

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Triton kernels under TRITON_INTERPRET=1 run in their own process (test_interpreter_tier.py):
+# the variable must be set before any kernel module is imported.
+collect_ignore = [] if os.environ.get("TRITON_INTERPRET") == "1" else ["interp"]
 SHARED = Path(os.environ.get("PGOLF_SHARED", REPO.parent / "shared"))
 TOKENIZERS = SHARED / "data" / "tokenizers"
 CORPORA = SHARED / "data" / "corpora"

@@ -94,6 +94,28 @@ def test_damaged_files_never_load(trained_like, tmp_path):
         read_artifact(tmp_path / "none.pgolf")
 
 
+@pytest.mark.parametrize("codec", codecs.CODECS)
+def test_decompression_is_bounded(codec):
+    blob = codecs.compress(codec, b"\0" * 100_000)
+    with pytest.raises(PgolfError, match="inflates beyond|declares more than"):
+        codecs.decompress(codec, blob, max_bytes=10_000)
+    with pytest.raises(PgolfError):
+        codecs.decompress(codec, blob[: len(blob) // 2])
+
+
+def test_a_file_whose_tensors_do_not_fit_their_shapes_is_rejected(trained_like):
+    model, cfg = trained_like
+    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig())
+    name = "blocks.0.mlp.fc.weight"
+    art.tensors[name].shape = (3, 3)  # the stored codes no longer fit
+    with pytest.raises(ArtifactError, match=f"tensor {name}: .* stored values for shape"):
+        decode_artifact(encode_artifact(art))
+    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig())
+    art.tensors[name].dtype = "object"
+    with pytest.raises(ArtifactError, match="unknown dtype 'object'"):
+        decode_artifact(encode_artifact(art))
+
+
 def test_a_well_checksummed_file_with_a_bad_index_is_rejected():
     import hashlib
     import struct

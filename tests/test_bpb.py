@@ -140,3 +140,17 @@ def test_two_ranks_all_reduce_to_the_single_process_result(tmp_path, val_stream)
 def test_two_ranks_scoring_the_same_targets_is_caught(tmp_path, val_stream):
     out, _ = _run_ranks(tmp_path, val_stream, "overlap")
     assert all("scored more than once" in out[r] for r in (0, 1))
+
+
+def test_masked_add_scores_exactly_the_kept_entries(val_stream):
+    tokens, pos_bytes = val_stream
+    n = tokens.numel()
+    nll = fake_nll(n)
+    pos = torch.arange(1, n)
+    keep = torch.rand(n - 1, generator=torch.Generator().manual_seed(5)) < 0.5
+    acc = BPBAccumulator(tokens, pos_bytes)
+    acc.add(nll[pos], pos, mask=keep)
+    acc.add(torch.where(keep, float("inf"), nll[pos]), pos, mask=~keep)  # masked-out values must not leak in
+    r = acc.result()
+    assert r.token_count == n - 1 and r.byte_count == int(pos_bytes[1:].sum())
+    assert math.isclose(r.loss_sum, float(nll[1:].double().sum()), rel_tol=1e-12)

@@ -28,6 +28,10 @@ def test_train_then_eval_then_export_from_the_command_line(tmp_path, tiny_data, 
     again = tmp_path / "again.pgolf"
     assert main(["export", str(tmp_path / "cli" / "checkpoint.pt"), "--out", str(again), "--codec", "lzma"]) == 0
     assert "(int8+lzma)" in capsys.readouterr().out and again.is_file()
+    # a re-export records the run's data and seq_len, so it scores exactly as the original
+    assert main(["eval", str(again), "--json", "--device", "cpu", "--batch-tokens", "4096"]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    assert rescored["seq_len"] == 64 and rescored["val_bpb"] == scored["val_bpb"]
 
 
 def test_cli_errors_name_the_problem(tmp_path, tiny_data, capsys):

@@ -59,17 +59,38 @@ def _ddp_rank(rank, port, cfg, out):
     out[rank] = {"final": result.final.as_dict(), "losses": train_losses(result.run_dir) if rank == 0 else None}
 
 
+def run_two_ranks(cfg) -> dict:
+    out = tmp_mp.Manager().dict()
+    tmp_mp.spawn(_ddp_rank, args=(_free_port(), cfg, out), nprocs=2)
+    return dict(out)
+
+
 def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_data):
     # One process accumulating 2 micro-batches sees exactly the tokens the two ranks see.
     single = run_training(tiny_config(tiny_data, tmp_path, "run.name=single", "train.grad_accum_steps=2"))
-    cfg = tiny_config(tiny_data, tmp_path, "run.name=ddp", "train.grad_accum_steps=1")
-    out = tmp_mp.Manager().dict()
-    tmp_mp.spawn(_ddp_rank, args=(_free_port(), cfg, out), nprocs=2)
+    out = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=ddp", "train.grad_accum_steps=1"))
     ref = train_losses(single.run_dir)
     got = out[0]["losses"]
     assert len(got) == len(ref) and all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(got, ref)), (got, ref)
     assert out[0]["final"] == out[1]["final"]  # every rank reports the same all-reduced score
     assert math.isclose(out[0]["final"]["val_bpb"], single.final.val_bpb, rel_tol=1e-4)
+
+
+def test_two_rank_resume_keeps_every_ranks_muon_momentum(tmp_path, tiny_data):
+    # Each rank holds the momentum of the matrices it orthogonalises; the checkpoint must hold all of them.
+    full = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=full", "train.checkpoint_every=4"))
+    resumed = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=resumed",
+                                        f"run.resume={tmp_path / 'full' / 'checkpoint_step4.pt'}"))
+    assert resumed[0]["losses"] == full[0]["losses"][4:]
+    assert resumed[0]["final"] == full[0]["final"]
+
+
+def test_a_run_directory_is_not_silently_reused(tmp_path, tiny_data):
+    run_training(tiny_config(tiny_data, tmp_path, "train.iterations=2"))
+    with pytest.raises(PgolfError, match="already holds a run; choose another run.name or set run.overwrite=true"):
+        run_training(tiny_config(tiny_data, tmp_path, "train.iterations=2"))
+    again = run_training(tiny_config(tiny_data, tmp_path, "train.iterations=3", "run.overwrite=true"))
+    assert len(train_losses(again.run_dir)) == 3  # the old run's records are gone
 
 
 @pytest.mark.parametrize("override, message", [

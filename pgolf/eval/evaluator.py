@@ -44,9 +44,9 @@ def evaluate(model: nn.Module, val: ValSet, seq_len: int, stride: int = 0, windo
             x, y = val.tokens[idx].long(), val.tokens[idx + 1].long()
             with autocast_for(device):
                 nll = model(x, y, reduction="none").view(idx.shape).float()
-            keep = (idx + 1 >= first[:, None])
+            keep = idx + 1 >= first[:, None]
             keep[real:] = False
-            acc.add(nll[keep], idx[keep] + 1, targets=y[keep])
+            acc.add(nll, idx + 1, mask=keep)  # targets are tokens[idx + 1] by construction
     finally:
         model.train(was_training)
     return acc.result()

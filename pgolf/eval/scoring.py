@@ -37,7 +37,9 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
         tok = load_tokenizer(tokenizer)
         if tok.vocab_size != model.cfg.vocab_size:
             raise PgolfError(f"tokenizer {tokenizer} has {tok.vocab_size} pieces, the model {model.cfg.vocab_size}")
-        seq_len = seq_len or meta.get("seq_len") or 1024
+        seq_len = seq_len or meta.get("seq_len")
+        if not seq_len:
+            raise PgolfError(f"{path} does not record its sequence length: pass --seq-len")
         val = load_val_set(data, tok).to(env.device)
         windows = max(1, batch_tokens // (env.world * seq_len))
         t = time.perf_counter()

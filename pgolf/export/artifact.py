@@ -23,11 +23,12 @@ import numpy as np
 
 from pgolf.errors import PgolfError
 from pgolf.export import codecs
-from pgolf.export.quantize import Encoded
+from pgolf.export.quantize import Encoded, check_encoded
 from pgolf.fileio import atomic_write_bytes
 
 MAGIC = b"PGOLFART"
 VERSION = 1
+MAX_RAW_BYTES = 1 << 31  # a < 16 MB artifact never inflates this far; a crafted one is stopped here
 PART_DTYPES = {"int8", "uint8", "int16", "int32", "int64", "float16", "float32", "float64", "bool"}
 
 
@@ -78,7 +79,7 @@ def decode_artifact(data: bytes, source: str = "artifact") -> Artifact:
     if codec not in codecs.CODECS:
         raise ArtifactError(f"{source}: unknown codec {codec!r}")
     try:
-        raw = codecs.decompress(codec, data[fixed + n:-32])
+        raw = codecs.decompress(codec, data[fixed + n:-32], max_bytes=MAX_RAW_BYTES)
     except PgolfError as e:
         raise ArtifactError(f"{source}: {e}") from None
     try:
@@ -101,7 +102,9 @@ def _parse_body(raw: bytes, codec: str, source: str) -> Artifact:
             if dtype is None or p["nbytes"] != count * dtype.itemsize or p["offset"] < 0 or end > len(payload):
                 raise ArtifactError(f"{source}: tensor {entry['name']} part {pname} has an invalid dtype, shape or extent")
             parts[pname] = np.frombuffer(payload[p["offset"]:end], dtype=dtype).reshape(p["shape"]).astype(dtype.newbyteorder("="))
-        tensors[entry["name"]] = Encoded(entry["scheme"], entry["dtype"], tuple(entry["shape"]), parts)
+        e = Encoded(entry["scheme"], entry["dtype"], tuple(entry["shape"]), parts)
+        check_encoded(entry["name"], e)
+        tensors[entry["name"]] = e
     return Artifact(header["model_config"], header["quant"], codec, tensors, header.get("meta", {}))
 
 

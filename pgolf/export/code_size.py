@@ -18,6 +18,7 @@ import pgolf
 import pgolf_kernels
 
 SOURCE_SUFFIXES = (".py", ".toml")
+CUDA_SUFFIXES = (".cu", ".cuh", ".cpp", ".h")
 CODE_MODES = ("raw", "wrapped")
 
 
@@ -30,13 +31,18 @@ class CodeBytes:
 
 
 def code_files() -> list[tuple[str, Path]]:
-    """(import path, file) for every source file shipped: the pgolf and pgolf_kernels packages."""
+    """(archive name, file) for every source file shipped: the pgolf and pgolf_kernels
+    packages, and the CUDA sources in csrc/ beside them (a source checkout), which add
+    capability and so must count too."""
     files = []
     for package in (pgolf, pgolf_kernels):
         root = Path(package.__file__).resolve().parent
         for path in sorted(root.rglob("*")):
             if path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts:
                 files.append((f"{package.__name__}/{path.relative_to(root).as_posix()}", path))
+    csrc = Path(pgolf.__file__).resolve().parent.parent / "csrc"
+    if csrc.is_dir():
+        files += [(f"csrc/{p.relative_to(csrc).as_posix()}", p) for p in sorted(csrc.rglob("*")) if p.suffix in CUDA_SUFFIXES]
     return files
 
 

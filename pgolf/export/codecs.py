@@ -25,20 +25,39 @@ def compress(codec: str, data: bytes) -> bytes:
     raise PgolfError(f"unknown codec {codec!r}; expected one of {CODECS}")
 
 
-def decompress(codec: str, data: bytes) -> bytes:
+def decompress(codec: str, data: bytes, max_bytes: int = 1 << 31) -> bytes:
+    """Decompress, refusing output beyond `max_bytes` (a decompression bomb)."""
     try:
         if codec == "zlib":
-            return zlib.decompress(data)
+            d = zlib.decompressobj()
+            out = d.decompress(data, max_bytes)
+            if d.unconsumed_tail or not d.eof:
+                raise PgolfError(f"zlib payload is truncated or inflates beyond {max_bytes} bytes")
+            return out
         if codec == "lzma":
-            return lzma.decompress(data)
+            d = lzma.LZMADecompressor()
+            out = d.decompress(data, max_length=max_bytes)
+            if not d.eof:
+                raise PgolfError(f"lzma payload is truncated or inflates beyond {max_bytes} bytes")
+            return out
         if codec == "brotli":
             import brotli
 
-            return brotli.decompress(data)
+            d = brotli.Decompressor()
+            out = d.process(data, output_buffer_limit=max_bytes)
+            if not d.is_finished():
+                raise PgolfError(f"brotli payload is truncated or inflates beyond {max_bytes} bytes")
+            return out
         if codec == "zstd":
             import zstandard
 
-            return zstandard.ZstdDecompressor().decompress(data)
-    except (zlib.error, lzma.LZMAError, Exception) as e:  # each library raises its own type
+            # compress() records the content size in the frame; decompress allocates that much,
+            # so check it first (max_output_size applies only to frames without one)
+            if zstandard.frame_content_size(data) > max_bytes:
+                raise PgolfError(f"zstd payload declares more than {max_bytes} bytes")
+            return zstandard.ZstdDecompressor().decompress(data, max_output_size=max_bytes)
+    except PgolfError:
+        raise
+    except Exception as e:  # each library raises its own type
         raise PgolfError(f"{codec} payload does not decompress ({type(e).__name__}: {e})") from None
     raise PgolfError(f"unknown codec {codec!r}; expected one of {CODECS}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import Tensor
 
 import pgolf
-from pgolf.config import ExportConfig
+from pgolf.config import Config, ExportConfig
 from pgolf.errors import PgolfError
 from pgolf.export.artifact import Artifact, encode_artifact, read_artifact, write_artifact
 from pgolf.export.code_size import count_code_bytes
@@ -42,6 +42,12 @@ class ExportReport:
     def summary(self) -> str:
         return (f"artifact {self.artifact_bytes:,} B ({self.quant}+{self.codec}) + code {self.code_bytes:,} B "
                 f"({self.code_mode}) = {self.total_bytes:,} B, {self.headroom:,} B under the {SIZE_LIMIT:,} limit")
+
+
+def run_meta(cfg: Config, steps: int) -> dict:
+    """What an artifact records about its training run, so `pgolf eval` can score it as trained."""
+    return {"steps": steps, "seed": cfg.run.seed, "seq_len": cfg.eval.seq_len or cfg.train.seq_len,
+            "data_path": cfg.data.path, "tokenizer_path": cfg.data.tokenizer}
 
 
 def build_artifact(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig, meta: dict | None = None) -> Artifact:

@@ -80,6 +80,23 @@ def quantize_state_dict(state: dict[str, Tensor], scheme: str) -> dict[str, Enco
     return {name: _encode(name, t, scheme) for name, t in state.items()}
 
 
+TENSOR_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+_PARTS = {"raw": {"data"}, "int8_row": {"q", "scale"}, "int6_row": {"q", "scale"}, "int8_tensor": {"q", "scale"}}
+
+
+def check_encoded(name: str, e: Encoded) -> None:
+    """Raise ValueError unless `e` is well formed (it may come from a file)."""
+    if e.dtype not in TENSOR_DTYPES or e.scheme not in _PARTS or set(e.parts) != _PARTS[e.scheme]:
+        raise ValueError(f"tensor {name}: unknown dtype {e.dtype!r}, scheme {e.scheme!r} or parts {sorted(e.parts)}")
+    numel = int(np.prod(e.shape, dtype=np.int64))
+    main = e.parts.get("data", e.parts.get("q"))
+    if main.size != numel:
+        raise ValueError(f"tensor {name}: {main.size} stored values for shape {e.shape}")
+    rows = {"int8_row": e.shape[0] if e.shape else -1, "int6_row": e.shape[0] if e.shape else -1, "int8_tensor": 1}
+    if e.scheme in rows and e.parts["scale"].size != rows[e.scheme]:
+        raise ValueError(f"tensor {name}: {e.parts['scale'].size} scales for scheme {e.scheme} and shape {e.shape}")
+
+
 def decode(e: Encoded) -> Tensor:
     """Back to a tensor of the original dtype and shape."""
     target = getattr(torch, e.dtype)

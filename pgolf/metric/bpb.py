@@ -64,11 +64,14 @@ class BPBAccumulator:
         self._coverage = torch.zeros(n, dtype=torch.int32, device=device)
         self._ones = torch.ones(0, dtype=torch.int32, device=device)
 
-    def add(self, nll: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor | None = None) -> None:
+    def add(self, nll: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor | None = None,
+            mask: torch.Tensor | None = None) -> None:
         """Record per-target CE (nats) for targets at absolute stream `positions`.
 
-        Pass `targets` (the ids the CE was computed against) to have them checked
-        against the stream; eval modes should, it costs one gather.
+        `mask` (bool, same shape) scores only the True entries, without the host sync a
+        boolean index would cost; masked-out positions must still be valid indices. Pass
+        `targets` (the ids the CE was computed against) when an eval mode builds them
+        other than as tokens[positions]: they are checked against the stream.
         """
         nll = nll.reshape(-1)
         positions = positions.reshape(-1).to(torch.int64)
@@ -76,14 +79,26 @@ class BPBAccumulator:
             raise ValueError(f"{nll.numel()} losses for {positions.numel()} positions")
         if positions.numel() == 0:
             return
+        if mask is None:
+            counts = self._ones_like(positions)
+            loss, nbytes = nll.to(torch.float64), self.position_bytes[positions].to(torch.float64)
+        else:
+            mask = mask.reshape(-1)
+            counts = mask.to(torch.int32)
+            loss = torch.where(mask, nll.to(torch.float64), 0.0)
+            nbytes = torch.where(mask, self.position_bytes[positions].to(torch.float64), 0.0)
+        # index_add_ bounds-checks positions (a negative index would otherwise wrap in the gathers).
+        self._coverage.index_add_(0, positions, counts)
+        self._sums[0] += loss.sum()
+        self._sums[1] += nbytes.sum()
+        if targets is not None:
+            wrong = self.tokens[positions] != targets.reshape(-1).to(self.tokens.dtype)
+            self._mismatches += (wrong if mask is None else wrong & mask).sum()
+
+    def _ones_like(self, positions: torch.Tensor) -> torch.Tensor:
         if self._ones.numel() < positions.numel():
             self._ones = torch.ones(positions.numel(), dtype=torch.int32, device=self._coverage.device)
-        # index_add_ bounds-checks positions (a negative index would otherwise wrap in the gathers).
-        self._coverage.index_add_(0, positions, self._ones[: positions.numel()])
-        self._sums[0] += nll.to(torch.float64).sum()
-        self._sums[1] += self.position_bytes[positions].to(torch.float64).sum()
-        if targets is not None:
-            self._mismatches += (self.tokens[positions] != targets.reshape(-1).to(self.tokens.dtype)).sum()
+        return self._ones[: positions.numel()]
 
     def result(self, group: dist.ProcessGroup | None = None) -> BPBResult:
         """All-reduce across ranks (when distributed), check coverage, return the totals."""

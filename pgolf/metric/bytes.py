@@ -22,7 +22,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from pgolf.data import shards
+from pgolf.data import caseops, shards
 from pgolf.data.tokenizer import IDENTITY, Tokenizer
 from pgolf.errors import PgolfError
 
@@ -36,11 +36,14 @@ class ByteLUT:
     is_boundary: torch.Tensor  # bool [V]: control/unknown/unused: no space is credited after it
 
     @classmethod
-    def from_sentencepiece(cls, sp: spm.SentencePieceProcessor, table_size: int | None = None) -> "ByteLUT":
+    def from_sentencepiece(cls, sp: spm.SentencePieceProcessor, table_size: int | None = None,
+                           uncounted: str = "") -> "ByteLUT":
         """The baseline's `build_sentencepiece_luts` rules (§3.1).
 
         Table size is max(sp vocab, table_size) so a model with a padded vocabulary can
-        index it; ids past the tokenizer stay boundaries worth 0 bytes.
+        index it; ids past the tokenizer stay boundaries worth 0 bytes. Characters in
+        `uncounted` are worth 0 bytes (CaseOps operators, for training weights only:
+        canonical CaseOps scoring uses the sidecar).
         """
         n = sp.vocab_size()
         size = max(n, table_size or 0)
@@ -58,7 +61,7 @@ class ByteLUT:
             if piece.startswith(SPACE):
                 lead[i] = True
                 piece = piece[1:]
-            base[i] = len(piece.encode("utf-8"))
+            base[i] = len("".join(ch for ch in piece if ch not in uncounted).encode("utf-8"))
         return cls(torch.from_numpy(base), torch.from_numpy(lead), torch.from_numpy(boundary))
 
     def to(self, device: torch.device | str) -> "ByteLUT":
@@ -74,6 +77,40 @@ class ByteLUT:
         out = torch.zeros(tokens.shape, dtype=torch.int32)
         out[1:] = self.target_bytes(tokens[:-1], tokens[1:])
         return out
+
+
+class TargetByteWeights:
+    """Per-target weights for the byte-weighted training loss Σ w_t·CE_t / Σ w_t (PR #1519).
+
+    - "bytes": the bytes canonical accounting credits target t given the token before it,
+      leading space included. For CaseOps, whose train shards carry no sidecar, each
+      piece's original bytes (operators count 0); this agrees with the sidecar except
+      where a piece absorbed a whitespace run or an NFKC-folded character. Targets worth
+      0 bytes (BOS, operators) get weight 0, so they are not trained at all.
+    - "bytes_pr1519": the PR's definition, max(base_bytes[t], 1) from the tokenizer's
+      plain LUT: no leading-space byte, and 0-byte targets clamped to 1 (so BOS trains).
+
+    Note that plain mean CE is already proportional to a batch's BPB (Σ CE / Σ bytes);
+    weighting changes the objective towards long tokens, it does not make it "the" BPB.
+    """
+
+    MODES = ("bytes", "bytes_pr1519")
+
+    def __init__(self, tokenizer: Tokenizer, mode: str):
+        if mode not in self.MODES:
+            raise PgolfError(f"train.loss_weights must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+        uncounted = "".join(caseops.OPERATORS) if (mode == "bytes" and tokenizer.transform != IDENTITY) else ""
+        self.lut = ByteLUT.from_sentencepiece(tokenizer.sp, uncounted=uncounted)
+
+    def to(self, device) -> "TargetByteWeights":
+        self.lut = self.lut.to(device)
+        return self
+
+    def __call__(self, prev: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        if self.mode == "bytes":
+            return self.lut.target_bytes(prev, tgt).float()
+        return self.lut.base_bytes[tgt].float().clamp_min(1.0)
 
 
 def sidecar_position_bytes(sidecar: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.block import Block
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import ReluSquaredMLP
+from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
 # Low-dimensional "control" parameters: Adam (not Muon), fp32 always, kept unquantized on export.
 CONTROL_PARAM_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights")
@@ -63,10 +64,35 @@ class GPT(nn.Module):
         c = self.cfg.logit_softcap
         return (c * torch.tanh(z / c)).float()
 
-    def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean") -> Tensor:
-        """Cross-entropy (nats) of `target_ids`; reduction "none" gives one loss per target."""
-        logits = self.logits(self.hidden(input_ids))
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction=reduction)
+    def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean", weights: Tensor | None = None,
+                ce: str = "eager") -> Tensor:
+        """Cross-entropy (nats) of `target_ids`; reduction "none" gives one loss per target.
+
+        `weights` (one per target) make the mean Σ w·CE / Σ w. `ce` picks the training
+        implementation: "eager" (softcap + F.cross_entropy in fp32, also every eval), the
+        fused Triton CE on logits ("fused"), or the fused head that never materialises
+        the logits ("fused_linear"). All compute the same function.
+        """
+        h = self.hidden(input_ids)
+        targets = target_ids.reshape(-1)
+        flat_w = None if weights is None else weights.reshape(-1)
+        c = self.cfg.logit_softcap
+        head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        if ce == "fused_linear":
+            flat = h.reshape(-1, h.size(-1))
+            if torch.is_autocast_enabled(flat.device.type):  # a custom op gets no autocast: cast as F.linear would
+                flat = flat.to(torch.get_autocast_dtype(flat.device.type))
+            return linear_softcapped_cross_entropy(flat, head, targets, flat_w, c, reduction=reduction)
+        if ce == "fused":
+            z = F.linear(h, head.to(h.dtype)).reshape(-1, head.size(0))
+            return softcapped_cross_entropy(z, targets, flat_w, c, reduction=reduction)
+        if ce != "eager":
+            raise ValueError(f"ce must be eager, fused or fused_linear, got {ce!r}")
+        logits = self.logits(h).reshape(-1, head.size(0))
+        if flat_w is None:
+            return F.cross_entropy(logits, targets, reduction=reduction)
+        rows = F.cross_entropy(logits, targets, reduction="none") * flat_w
+        return {"none": rows, "sum": rows.sum(), "mean": rows.sum() / flat_w.sum()}[reduction]
 
 
 def prepare_for_device(model: GPT, device: torch.device) -> GPT:

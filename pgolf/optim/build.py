@@ -12,9 +12,10 @@ import torch
 from pgolf.config import OptimConfig
 from pgolf.model.gpt import GPT, is_control
 from pgolf.optim.muon import Muon
+from pgolf.optim.newton_schulz import newton_schulz
 
 
-def build_optimizers(model: GPT, cfg: OptimConfig) -> tuple[list[torch.optim.Optimizer], Muon]:
+def build_optimizers(model: GPT, cfg: OptimConfig, compile_ns: bool = False) -> tuple[list[torch.optim.Optimizer], Muon]:
     matrices, scalars = [], []
     for name, p in model.blocks.named_parameters():
         (matrices if p.ndim == 2 and not is_control(name) else scalars).append(p)
@@ -27,7 +28,10 @@ def build_optimizers(model: GPT, cfg: OptimConfig) -> tuple[list[torch.optim.Opt
                                 eps=cfg.adam_eps, fused=fused)
 
     token_lr = cfg.tied_embed_lr if model.lm_head is None else cfg.embed_lr
-    muon = Muon(matrices, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps)
+    # Newton-Schulz is a dozen small kernels per matrix: compiled, as the baseline does, when compiling.
+    ortho = torch.compile(newton_schulz) if compile_ns else newton_schulz
+    muon = Muon(matrices, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
+                orthogonalize=ortho)
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
     optimizers = [adam([model.tok_emb.weight], token_lr), muon, adam(scalars, cfg.scalar_lr)]

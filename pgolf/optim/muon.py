@@ -14,8 +14,32 @@ from pgolf.optim.newton_schulz import newton_schulz
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int = 5, nesterov: bool = True):
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int = 5, nesterov: bool = True,
+                 orthogonalize=newton_schulz):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+        self.orthogonalize = orthogonalize  # e.g. torch.compile(newton_schulz)
+
+    def gathered_state_dict(self) -> dict:
+        """state_dict() with every matrix's momentum, not just this rank's share.
+
+        A collective when distributed: a buffer is current only on the rank that owns its
+        matrix (any other copy, e.g. loaded from a checkpoint, goes stale), so each entry
+        is all-reduced from its owner alone before one rank writes the checkpoint.
+        """
+        sd = self.state_dict()
+        if not (dist.is_available() and dist.is_initialized()):
+            return sd
+        world, rank = dist.get_world_size(), dist.get_rank()
+        state, index = {}, 0
+        for group in self.param_groups:
+            for i, p in enumerate(group["params"]):
+                buf = self.state.get(p, {}).get("momentum_buffer")
+                full = buf.clone() if (buf is not None and i % world == rank) else torch.zeros_like(p)
+                dist.all_reduce(full, op=dist.ReduceOp.SUM)
+                state[index] = {"momentum_buffer": full}
+                index += 1
+        sd["state"] = state
+        return sd
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -36,7 +60,7 @@ class Muon(torch.optim.Optimizer):
                     buf = state["momentum_buffer"]
                     buf.mul_(group["momentum"]).add_(p.grad)
                     g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                    g = newton_schulz(g, steps=group["backend_steps"])
+                    g = self.orthogonalize(g, steps=group["backend_steps"])
                     g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
                     flat[offset:offset + p.numel()] = g.reshape(-1)
                 offset += p.numel()

@@ -16,15 +16,15 @@ from pgolf.fileio import atomic_open
 FORMAT = "pgolf.checkpoint/1"
 
 
-def save_checkpoint(path: str | Path, *, config: dict, step: int, training_time_ms: float, model, optimizers,
-                    loader) -> None:
+def save_checkpoint(path: str | Path, *, config: dict, step: int, training_time_ms: float, model,
+                    optimizer_states: list[dict], loader) -> None:
     state = {
         "format": FORMAT,
         "config": config,
         "step": step,
         "training_time_ms": training_time_ms,
         "model": model.state_dict(),
-        "optimizers": [opt.state_dict() for opt in optimizers],
+        "optimizers": optimizer_states,
         "loader": loader.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},

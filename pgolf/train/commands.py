@@ -38,7 +38,7 @@ def _train(args) -> None:
 
 def _export(args) -> None:
     from pgolf.config import from_dict
-    from pgolf.export.export import export_model
+    from pgolf.export.export import export_model, run_meta
     from pgolf.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(args.checkpoint)
@@ -46,5 +46,6 @@ def _export(args) -> None:
     for key, value in (("quant", args.quant), ("codec", args.codec), ("code_bytes", args.code_bytes)):
         if value is not None:
             setattr(cfg.export, key, value)
-    report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out, meta={"steps": state["step"]})
+    report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out,
+                             meta=run_meta(cfg, state["step"]))
     print(report.summary())

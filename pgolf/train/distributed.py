@@ -58,13 +58,13 @@ def broadcast_object(obj, env: DistEnv):
     return box[0]
 
 
-def all_ranks_true(flag: bool, env: DistEnv) -> bool:
-    """True on every rank if `flag` is true on any rank (the wallclock stop must agree)."""
+def max_over_ranks(value: float, env: DistEnv) -> float:
+    """The largest of every rank's `value`, on every rank (so decisions taken from clocks agree)."""
     if not env.distributed:
-        return flag
-    t = torch.tensor(int(flag), device=env.device)
+        return value
+    t = torch.tensor(value, dtype=torch.float64, device=env.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return float(t.item())
 
 
 def mean_over_ranks(value: torch.Tensor, env: DistEnv) -> torch.Tensor:

@@ -25,15 +25,17 @@ from pgolf.config import Config
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for, evaluate
-from pgolf.export.export import ExportReport, export_model, load_artifact_state
+from pgolf.export.export import ExportReport, export_model, load_artifact_state, run_meta
 from pgolf.fileio import atomic_write_json
 from pgolf.metric.bpb import BPBResult
+from pgolf.metric.bytes import TargetByteWeights
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device
 from pgolf.optim.build import build_optimizers
+from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.train import checkpoint as ckpt
-from pgolf.train.distributed import (DistEnv, all_ranks_true, broadcast_object, init_distributed, mean_over_ranks,
+from pgolf.train.distributed import (DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks,
                                      shutdown)
 from pgolf.train.loader import DistributedTokenLoader
 from pgolf.train.logs import RunLog, plot_curves
@@ -85,6 +87,8 @@ class Trainer:
             raise PgolfError(f"model.vocab_size (VOCAB_SIZE)={cfg.model.vocab_size} does not match the tokenizer "
                              f"{cfg.data.tokenizer}, which has {tok.vocab_size} pieces")
         self.val = load_val_set(cfg.data.path, tok).to(self.device)
+        self.byte_weights = (TargetByteWeights(tok, cfg.train.loss_weights).to(self.device)
+                             if cfg.train.loss_weights != "none" else None)
         self.loader = DistributedTokenLoader(cfg.data.path, env.rank, env.world, tok.vocab_size, self.device)
 
         self.model = prepare_for_device(GPT(cfg.model), self.device)
@@ -92,7 +96,7 @@ class Trainer:
         # The model holds no buffers, so DDP's buffer syncing has nothing to do.
         self.ddp = (DDP(self.compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None)
                     if env.distributed else self.compiled)
-        self.optimizers, self.muon = build_optimizers(self.model, cfg.optim)
+        self.optimizers, self.muon = build_optimizers(self.model, cfg.optim, compile_ns=cfg.run.compile)
         self.accum = grad_accum_steps(cfg, env.world)
         self.schedule = LRSchedule.from_config(cfg.train)
         self.eval_seq_len = cfg.eval.seq_len or cfg.train.seq_len
@@ -115,6 +119,15 @@ class Trainer:
     def _make_run_dir(self, preset: str) -> Path:
         name = self.cfg.run.name or f"{Path(preset).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(self.cfg.run.out_dir) / broadcast_object(name, self.env)
+        logs = [run_dir / "metrics.jsonl", run_dir / "train.log"]
+        if any(p.exists() for p in logs):
+            if not self.cfg.run.overwrite:
+                raise PgolfError(f"{run_dir} already holds a run; choose another run.name or set run.overwrite=true")
+            if self.env.is_main:
+                for p in logs:
+                    p.unlink(missing_ok=True)
+        if self.env.distributed:
+            dist.barrier()  # nobody writes logs before rank 0 has cleared the old ones
         if self.env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(run_dir / "config.json", self.cfg.to_dict())
@@ -130,9 +143,10 @@ class Trainer:
         for micro in range(self.accum):
             x, y = self.loader.next_batch(cfg.train.batch_tokens, cfg.train.seq_len, self.accum)
             sync = micro == self.accum - 1 or not isinstance(self.ddp, DDP)
+            weights = self.byte_weights(x, y) if self.byte_weights is not None else None
             with contextlib.nullcontext() if sync else self.ddp.no_sync():  # all-reduce grads once per step
                 with autocast_for(self.device):
-                    loss = self.ddp(x, y)
+                    loss = self.ddp(x, y, weights=weights, ce=cfg.train.ce)
                 (loss / self.accum).backward()
             total += loss.detach()
         for group in self.muon.param_groups:
@@ -181,9 +195,11 @@ class Trainer:
             self.log.bar.update(self.step)
 
     def _save_checkpoint(self, name: str) -> None:
+        # Every rank takes part: Muon's momentum is spread over the ranks (a collective).
+        states = [o.gathered_state_dict() if isinstance(o, Muon) else o.state_dict() for o in self.optimizers]
         if self.env.is_main:
             ckpt.save_checkpoint(self.run_dir / name, config=self.cfg.to_dict(), step=self.step,
-                                 training_time_ms=self.train_ms, model=self.model, optimizers=self.optimizers,
+                                 training_time_ms=self.train_ms, model=self.model, optimizer_states=states,
                                  loader=self.loader)
         if self.env.distributed:
             dist.barrier()
@@ -213,7 +229,12 @@ class Trainer:
         self._sync()
         t0 = time.perf_counter()
         while True:
-            last = self.step >= cfg.train.iterations or (stop_at is not None and self.step >= stop_at)
+            # One clock for all ranks (the slowest), so the LR schedule and the stop agree.
+            elapsed = max_over_ranks(self.train_ms + 1000.0 * (time.perf_counter() - t0), env)
+            if stop_at is None and cap_ms > 0 and elapsed >= cap_ms:
+                stop_at = self.step
+                self.log.event("wallclock_cap", step=self.step, train_time_ms=elapsed)
+            last = self.step >= cfg.train.iterations or stop_at is not None
             if last or (cfg.train.val_every > 0 and self.step % cfg.train.val_every == 0):
                 self._sync()
                 self.train_ms += 1000.0 * (time.perf_counter() - t0)
@@ -224,12 +245,11 @@ class Trainer:
                 t0 = time.perf_counter()
             if last:
                 break
-            elapsed = self.train_ms + 1000.0 * (time.perf_counter() - t0)
             lr_mul = self.schedule.lr_mul(self.step, elapsed)
             loss = self._train_step(lr_mul)
             self.step += 1
-            now_ms = self.train_ms + 1000.0 * (time.perf_counter() - t0)
-            if cfg.train.log_every and (self.step <= 10 or self.step % cfg.train.log_every == 0 or stop_at):
+            if cfg.train.log_every and (self.step <= 10 or self.step % cfg.train.log_every == 0):
+                now_ms = self.train_ms + 1000.0 * (time.perf_counter() - t0)
                 mean = float(mean_over_ranks(loss, env))
                 self.log.event("train", console=False, step=self.step, train_loss=mean, lr_mul=lr_mul,
                                train_time_ms=now_ms, step_avg_ms=now_ms / self.step)
@@ -241,9 +261,6 @@ class Trainer:
                 self.train_ms += 1000.0 * (time.perf_counter() - t0)
                 self._save_checkpoint(f"checkpoint_step{self.step}.pt")
                 t0 = time.perf_counter()
-            if stop_at is None and cap_ms > 0 and all_ranks_true(now_ms >= cap_ms, env):
-                stop_at = self.step
-                self.log.event("wallclock_cap", step=self.step, train_time_ms=now_ms)
         self.log.close()
         if self.device.type == "cuda":
             self.log.event("memory", peak_allocated_mib=torch.cuda.max_memory_allocated() // 2**20,
@@ -259,9 +276,7 @@ class Trainer:
         if self.env.is_main:
             try:
                 report, _ = export_model(self.model.state_dict(), self.cfg.to_dict()["model"], self.cfg.export,
-                                         self.run_dir / ARTIFACT_NAME,
-                                         meta={"steps": self.step, "seed": self.cfg.run.seed, "seq_len": self.eval_seq_len,
-                                               "data_path": self.cfg.data.path, "tokenizer_path": self.cfg.data.tokenizer})
+                                         self.run_dir / ARTIFACT_NAME, meta=run_meta(self.cfg, self.step))
                 outcome = report
             except PgolfError as e:
                 outcome = str(e)

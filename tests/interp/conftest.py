@@ -1,0 +1,21 @@
+"""The interpreter tier: Triton kernels executed on CPU tensors (TRITON_INTERPRET=1).
+
+A fixture removes the ops' torch fallbacks, so a test here passes only if the Triton
+kernel itself produced the numbers.
+"""
+import os
+
+import pytest
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run this directory with TRITON_INTERPRET=1"
+
+
+@pytest.fixture(autouse=True)
+def kernels_only(monkeypatch):
+    from pgolf.ops import softcapped_ce
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the torch fallback ran where the Triton kernel should have")
+
+    for name in ("_rows_forward_torch", "_rows_backward_torch"):
+        monkeypatch.setattr(softcapped_ce, name, forbidden)
