@@ -52,6 +52,14 @@ class OptimConfig:
     muon_momentum_warmup_start: float = setting(0.85, "MUON_MOMENTUM_WARMUP_START")
     muon_momentum_warmup_steps: int = setting(500, "MUON_MOMENTUM_WARMUP_STEPS")
     muon_backend_steps: int = setting(5, "MUON_BACKEND_STEPS")
+    muon_coefficients: str = setting("classic", "MUON_COEFFICIENTS", ("classic", "polar_express"),
+                                     help="Newton-Schulz: the baseline's fixed quintic, or Polar Express")
+    muon_norm_scale: float = setting(1.0, "MUON_NORM_SCALE",
+                                     help="Newton-Schulz input = G / (|G|_F * this + eps); see benchmarks/RESULTS.md")
+    muon_row_normalize: bool = setting(False, "MUON_ROW_NORMALIZE", help="MuonEq-R: unit rows before Newton-Schulz")
+    muon_wd: float = setting(0.0, "MUON_WD", help="decoupled weight decay on the matrices")
+    muon_sharded: bool = setting(False, "MUON_SHARDED",
+                                 help="reduce-scatter matrix gradients (kept out of DDP) instead of DDP's all-reduce")
     beta1: float = setting(0.9, "BETA1")
     beta2: float = setting(0.95, "BETA2")
     adam_eps: float = setting(1e-8, "ADAM_EPS")

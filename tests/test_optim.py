@@ -8,41 +8,57 @@ from pgolf.errors import PgolfError
 from pgolf.model import GPT
 from pgolf.optim.build import build_optimizers
 from pgolf.optim.muon import Muon
-from pgolf.optim.newton_schulz import newton_schulz
+from pgolf.ops.newton_schulz import newton_schulz
 from pgolf.optim.schedule import LRSchedule, muon_momentum
 
 
-@pytest.mark.parametrize("shape", [(37, 53), (53, 37), (64, 64)])
-def test_newton_schulz_approximately_orthogonalises(shape):
-    gen = torch.Generator().manual_seed(0)
-    u, _, vh = torch.linalg.svd(torch.randn(*shape, generator=gen, dtype=torch.float64), full_matrices=False)
-    # Condition number 20: five quintic steps lift singular values down to ~1/20 of the largest into the band.
-    g = u @ torch.diag(torch.linspace(0.05, 1.0, min(shape), dtype=torch.float64)) @ vh
-    x = newton_schulz(g).double()
-    assert x.shape == g.shape
-    s = torch.linalg.svdvals(x)
-    assert s.min() > 0.5 and s.max() < 1.3, s  # the quintic's band, not exactly 1
-    u, _, vh = torch.linalg.svd(g, full_matrices=False)
-    cos = (x * (u @ vh)).sum() / (x.norm() * (u @ vh).norm())
-    assert cos > 0.95  # and it points along the polar factor U Vᵀ
-
-
-def test_muon_step_matches_the_formula():
-    torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.randn(16, 8))
-    p0 = p.detach().clone()
-    opt = Muon([p], lr=0.1, momentum=0.9)
-    grads = [torch.randn(16, 8) for _ in range(2)]
-    buf = torch.zeros(16, 8)
-    expected = p0.clone()
+def manual_muon(grads, momentum, scale, coefficients="classic", row_normalize=False):
+    """One matrix's update sequence, straight from the formula."""
+    buf = torch.zeros_like(grads[0])
+    updates = []
     for g in grads:
-        p.grad = g.clone()
+        buf = momentum * buf + g
+        u = g + momentum * buf
+        if row_normalize:
+            u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-7)
+        updates.append(newton_schulz(u, 5, coefficients).float() * scale)
+    return updates, buf
+
+
+@pytest.mark.parametrize("row_normalize, wd, coefficients", [(False, 0.0, "classic"), (True, 0.1, "polar_express")])
+def test_muon_step_matches_the_formula(row_normalize, wd, coefficients):
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(16, 8, generator=g)) for _ in range(3)] + [
+        torch.nn.Parameter(torch.randn(8, 24, generator=g))]  # a bank of three 16x8 and one 8x24
+    start = [p.detach().clone() for p in params]
+    opt = Muon(params, lr=0.1, momentum=0.9, coefficients=coefficients, row_normalize=row_normalize, weight_decay=wd)
+    grads = [[torch.randn(p.shape, generator=g) for p in params] for _ in range(2)]
+    for step_grads in grads:
+        for p, gr in zip(params, step_grads):
+            p.grad = gr.clone()
         opt.step()
-        buf = 0.9 * buf + g
-        update = newton_schulz(g + 0.9 * buf).float() * math.sqrt(16 / 8)
-        expected -= 0.1 * update
-    assert torch.allclose(p.detach(), expected, atol=1e-2)  # bf16 updates
-    assert torch.allclose(opt.state[p]["momentum_buffer"], buf)
+    for j, p in enumerate(params):
+        scale = math.sqrt(max(1.0, p.shape[0] / p.shape[1]))
+        updates, _ = manual_muon([gs[j] for gs in grads], 0.9, scale, coefficients, row_normalize)
+        expected = start[j]
+        for u in updates:
+            expected = expected * (1 - 0.1 * wd) - 0.1 * u
+        assert torch.allclose(p.detach(), expected, atol=2e-2), j  # bf16 Newton-Schulz
+
+
+def test_a_3d_bank_parameter_equals_its_stacked_matrices():
+    g = torch.Generator().manual_seed(1)
+    mats = [torch.nn.Parameter(torch.randn(12, 20, generator=g)) for _ in range(4)]
+    bank = torch.nn.Parameter(torch.stack([m.detach().clone() for m in mats]))
+    a, b = Muon(mats, lr=0.05, momentum=0.95), Muon([bank], lr=0.05, momentum=0.95)
+    for _ in range(3):
+        grad = torch.randn(4, 12, 20, generator=g)
+        for m, gr in zip(mats, grad):
+            m.grad = gr.clone()
+        bank.grad = grad.clone()
+        a.step()
+        b.step()
+    assert torch.equal(torch.stack([m.detach() for m in mats]), bank.detach())
 
 
 def test_parameter_groups_of_the_baseline():
@@ -81,3 +97,50 @@ def test_muon_momentum_warmup():
     assert muon_momentum(0, cfg) == pytest.approx(0.85)
     assert muon_momentum(250, cfg) == pytest.approx(0.90)
     assert muon_momentum(500, cfg) == pytest.approx(0.95) == muon_momentum(5000, cfg)
+
+
+def _muon_rank(rank, store, sharded, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        params, per_rank_grads = _muon_problem()
+        opt = Muon(params, lr=0.05, momentum=0.9, coefficients="polar_express", row_normalize=True, weight_decay=0.1,
+                   sharded=sharded)
+        for step in per_rank_grads:
+            for p, g in zip(params, step):
+                # replicated: DDP would hand every rank the average; sharded: each rank its own gradient
+                p.grad = (g[rank] if sharded else g.mean(0)).clone()
+            opt.launch_reduce_scatters()
+            opt.step()
+        out[rank] = {"params": [p.detach().clone() for p in params], "state": opt.gathered_state_dict()["state"]}
+    finally:
+        dist.destroy_process_group()
+
+
+def _muon_problem():
+    g = torch.Generator().manual_seed(7)
+    shapes = [(12, 20)] * 5 + [(20, 12)] * 2 + [(8, 8)]  # 5 is not a multiple of 2: a padded shard
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    grads = [[torch.randn(2, *s, generator=g) for s in shapes] for _ in range(3)]  # [step][param][rank]
+    return params, grads
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["replicated", "sharded"])
+def test_two_processes_match_one(tmp_path, sharded):
+    import torch.multiprocessing as mp
+
+    out = mp.Manager().dict()
+    mp.spawn(_muon_rank, args=(str(tmp_path / "store"), sharded, out), nprocs=2)
+    params, grads = _muon_problem()
+    opt = Muon(params, lr=0.05, momentum=0.9, coefficients="polar_express", row_normalize=True, weight_decay=0.1)
+    for step in grads:
+        for p, g in zip(params, step):
+            p.grad = g.mean(0).clone()
+        opt.step()
+    for rank in (0, 1):
+        for a, b in zip(out[rank]["params"], params):
+            torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-6)
+    single_state = opt.gathered_state_dict()["state"]
+    for k, v in single_state.items():
+        torch.testing.assert_close(out[0]["state"][k]["momentum_full"], v["momentum_full"], rtol=1e-6, atol=1e-6)

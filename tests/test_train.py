@@ -65,10 +65,11 @@ def run_two_ranks(cfg) -> dict:
     return dict(out)
 
 
-def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_data):
+@pytest.mark.parametrize("muon", ["optim.muon_sharded=false", "optim.muon_sharded=true"], ids=["ddp", "sharded"])
+def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_data, muon):
     # One process accumulating 2 micro-batches sees exactly the tokens the two ranks see.
     single = run_training(tiny_config(tiny_data, tmp_path, "run.name=single", "train.grad_accum_steps=2"))
-    out = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=ddp", "train.grad_accum_steps=1"))
+    out = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=ddp", "train.grad_accum_steps=1", muon))
     ref = train_losses(single.run_dir)
     got = out[0]["losses"]
     assert len(got) == len(ref) and all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(got, ref)), (got, ref)
@@ -77,9 +78,10 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_
 
 
 def test_two_rank_resume_keeps_every_ranks_muon_momentum(tmp_path, tiny_data):
-    # Each rank holds the momentum of the matrices it orthogonalises; the checkpoint must hold all of them.
-    full = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=full", "train.checkpoint_every=4"))
-    resumed = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=resumed",
+    # Each rank holds the momentum of its shard of each bank; the checkpoint must hold all of them.
+    full = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=full", "train.checkpoint_every=4",
+                                     "optim.muon_sharded=true"))
+    resumed = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=resumed", "optim.muon_sharded=true",
                                         f"run.resume={tmp_path / 'full' / 'checkpoint_step4.pt'}"))
     assert resumed[0]["losses"] == full[0]["losses"][4:]
     assert resumed[0]["final"] == full[0]["final"]

@@ -1,6 +1,6 @@
 """Parameter groups and optimizers for the baseline (spec §4.2).
 
-- Muon: 2-D matrices inside the blocks (not control parameters)
+- Muon: 2-D matrices inside the blocks (not control parameters), banked by shape
 - Adam: the token embedding (tied or not), the untied head, and every control/low-dim
   parameter plus the skip weights
 Each param group records its `base_lr`; the trainer scales all of them by the schedule.
@@ -12,10 +12,9 @@ import torch
 from pgolf.config import OptimConfig
 from pgolf.model.gpt import GPT, is_control
 from pgolf.optim.muon import Muon
-from pgolf.optim.newton_schulz import newton_schulz
 
 
-def build_optimizers(model: GPT, cfg: OptimConfig, compile_ns: bool = False) -> tuple[list[torch.optim.Optimizer], Muon]:
+def build_optimizers(model: GPT, cfg: OptimConfig) -> tuple[list[torch.optim.Optimizer], Muon]:
     matrices, scalars = [], []
     for name, p in model.blocks.named_parameters():
         (matrices if p.ndim == 2 and not is_control(name) else scalars).append(p)
@@ -28,10 +27,9 @@ def build_optimizers(model: GPT, cfg: OptimConfig, compile_ns: bool = False) -> 
                                 eps=cfg.adam_eps, fused=fused)
 
     token_lr = cfg.tied_embed_lr if model.lm_head is None else cfg.embed_lr
-    # Newton-Schulz is a dozen small kernels per matrix: compiled, as the baseline does, when compiling.
-    ortho = torch.compile(newton_schulz) if compile_ns else newton_schulz
     muon = Muon(matrices, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
-                orthogonalize=ortho)
+                coefficients=cfg.muon_coefficients, norm_scale=cfg.muon_norm_scale,
+                row_normalize=cfg.muon_row_normalize, weight_decay=cfg.muon_wd, sharded=cfg.muon_sharded)
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
     optimizers = [adam([model.tok_emb.weight], token_lr), muon, adam(scalars, cfg.scalar_lr)]

@@ -93,10 +93,14 @@ class Trainer:
 
         self.model = prepare_for_device(GPT(cfg.model), self.device)
         self.compiled = torch.compile(self.model, dynamic=False, fullgraph=True) if cfg.run.compile else self.model
+        self.optimizers, self.muon = build_optimizers(self.model, cfg.optim)
+        if env.distributed and cfg.optim.muon_sharded:  # Muon reduce-scatters these itself
+            mine = {id(p) for g in self.muon.param_groups for p in g["params"]}
+            DDP._set_params_and_buffers_to_ignore_for_model(
+                self.compiled, [n for n, p in self.compiled.named_parameters() if id(p) in mine])
         # The model holds no buffers, so DDP's buffer syncing has nothing to do.
         self.ddp = (DDP(self.compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None)
                     if env.distributed else self.compiled)
-        self.optimizers, self.muon = build_optimizers(self.model, cfg.optim, compile_ns=cfg.run.compile)
         self.accum = grad_accum_steps(cfg, env.world)
         self.schedule = LRSchedule.from_config(cfg.train)
         self.eval_seq_len = cfg.eval.seq_len or cfg.train.seq_len
@@ -154,10 +158,13 @@ class Trainer:
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * lr_mul
-        if cfg.optim.grad_clip_norm > 0:
+        if cfg.optim.grad_clip_norm > 0:  # with muon_sharded, on the matrices' local gradients (as the record)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip_norm)
+        self.muon.launch_reduce_scatters()  # sharded mode: runs while the Adam steps do
         for opt in self.optimizers:
-            opt.step()
+            if opt is not self.muon:
+                opt.step()
+        self.muon.step()
         return total / self.accum
 
     def _prime(self) -> None:
