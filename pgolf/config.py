@@ -87,6 +87,8 @@ class TrainConfig:
     val_every: int = setting(1000, "VAL_LOSS_EVERY", help="0: only at the end")
     log_every: int = setting(200, "TRAIN_LOG_EVERY")
     checkpoint_every: int = setting(0, "CHECKPOINT_EVERY", help="0: only the final checkpoint")
+    qat_threshold: float = setting(0.0, "LATE_QAT_THRESHOLD",
+                                   help="int6 fake-quant forward (QAT) once the LR multiplier drops below this; 0: never")
     ce: str = setting("eager", "CE_IMPL", ("eager", "fused", "fused_linear"),
                       help="training loss: eager softcap + F.cross_entropy, the fused Triton CE on logits, "
                            "or the fused LM head + CE that never materialises the logits")
@@ -104,8 +106,23 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
-    quant: str = setting("int8", "QUANT", ("int8", "int6"))
-    codec: str = setting("zlib", "COMPRESSOR", ("zlib", "brotli", "zstd", "lzma"))
+    method: str = setting("rtn", "EXPORT_METHOD", ("rtn", "gptq"),
+                          help="round-to-nearest, or GPTQ with SDClip scales on Hessians collected in the training budget")
+    matrix_bits: int = setting(8, "MATRIX_BITS", (6, 7, 8), help="code width of the block matrices")
+    embed_bits: int = setting(8, "EMBED_BITS", (6, 7, 8), help="code width of the embedding / head")
+    attn_clip_sigmas: float = setting(13.0, "ATTN_CLIP_SIGMAS", help="SDClip k for attention matrices (gptq)")
+    mlp_clip_sigmas: float = setting(11.5, "MLP_CLIP_SIGMAS", help="SDClip k for MLP matrices (gptq)")
+    embed_clip_sigmas: float = setting(14.0, "EMBED_CLIP_SIGMAS", help="SDClip k for the embedding (gptq)")
+    matrix_clip_sigmas: float = setting(12.85, "MATRIX_CLIP_SIGMAS", help="SDClip k for other matrices (gptq)")
+    calib_batches: int = setting(16, "GPTQ_CALIB_BATCHES", help="training micro-batches per rank for the Hessians")
+    reserve_seconds: float = setting(8.0, "GPTQ_RESERVE_SECONDS",
+                                     help="stop training this long before the cap to collect Hessians inside it")
+    lqer_top: int = setting(0, "LQER_TOP_K", help="LQER corrections on this many matrices with the largest error")
+    lqer_rank: int = setting(4, "LQER_RANK")
+    codec: str = setting("zlib", "COMPRESSOR", ("zlib", "brotli", "zstd", "lzma", "lrzip", "auto"),
+                         help="auto: the smallest of every available codec, per stream")
+    layout: str = setting("plain", "ARTIFACT_LAYOUT", ("plain", "grouped"),
+                          help="grouped: codes by tensor class, rows reordered, transposed, packed or not (spec 5.12)")
     code_bytes: str = setting("raw", "CODE_BYTES", ("raw", "wrapped"),
                               help="how the code counts: raw source bytes, or a compressed self-extracting wrapper")
 
@@ -193,6 +210,12 @@ def _set(cfg: Config, key: str, value: Any, source: str, text: bool = False) -> 
         raise _unknown(key, source)
     section, f = FIELDS[key]
     setattr(getattr(cfg, section), f.name, _coerce(key, f, value, source, text))
+
+
+def set_from_text(cfg: Config, key: str, value: str, source: str) -> None:
+    """One `key=value` override (either spelling), parsed and type-checked."""
+    _set(cfg, key, value, source, text=True)
+    validate(cfg)
 
 
 def preset_path(preset: str | os.PathLike) -> Path:

@@ -13,7 +13,8 @@ from pgolf.export import export as export_mod
 from pgolf.export.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
 from pgolf.export.code_size import build_wrapper, code_files, count_code_bytes
 from pgolf.export.export import ArtifactTooLarge, build_artifact, export_model, load_artifact_state
-from pgolf.export.quantize import dequantize_state_dict, quantize_state_dict
+from pgolf.quant.encoding import dequantize_state_dict
+from pgolf.quant.recipe import quantize_state
 from pgolf.metric.bytes import ByteLUT
 from pgolf.metric.valset import ValSet
 from pgolf.model import GPT
@@ -31,20 +32,24 @@ def trained_like():
     return model, cfg
 
 
+def rtn(bits=8, **kw):
+    return ExportConfig(method="rtn", matrix_bits=bits, embed_bits=8, **kw)
+
+
 def test_int8_matches_the_baseline_formula():
     w = torch.randn(300, 400, generator=torch.Generator().manual_seed(1)) * 0.1
     w[3, 7] = 5.0  # an outlier that the per-row percentile clips
-    e = quantize_state_dict({"blocks.0.attn.c_q.weight": w}, "int8")["blocks.0.attn.c_q.weight"]
+    e = quantize_state({"blocks.0.attn.c_q.weight": w}, rtn())["blocks.0.attn.c_q.weight"]
     clip = torch.quantile(w.abs(), 0.9999984, dim=1)
     scale = (clip / 127).clamp_min(1 / 127)
     q = torch.clamp(torch.round(torch.clamp(w, -clip[:, None], clip[:, None]) / scale[:, None]), -127, 127)
-    assert e.scheme == "int8_row" and np.array_equal(e.parts["q"], q.to(torch.int8).numpy())
+    assert (e.scheme, e.bits) == ("int_row", 8) and np.array_equal(e.parts["q"], q.to(torch.int8).numpy())
     assert np.array_equal(e.parts["scale"], scale.to(torch.float16).numpy())
 
 
 def test_small_and_control_tensors_pass_through():
     state = {"blocks.0.attn_scale": torch.rand(512), "tiny.weight": torch.rand(16, 16), "ids": torch.arange(5)}
-    enc = quantize_state_dict(state, "int8")
+    enc = quantize_state(state, rtn())
     assert enc["blocks.0.attn_scale"].parts["data"].dtype == np.float32  # control: exact
     assert enc["tiny.weight"].parts["data"].dtype == np.float16
     assert enc["ids"].parts["data"].dtype == np.int64
@@ -56,31 +61,39 @@ def test_small_and_control_tensors_pass_through():
 def test_int6_codes_and_error(trained_like):
     model, _ = trained_like
     state = model.state_dict()
-    enc6, enc8 = quantize_state_dict(state, "int6"), quantize_state_dict(state, "int8")
+    enc6, enc8 = quantize_state(state, rtn(6)), quantize_state(state, rtn(8))
     name = "blocks.0.mlp.fc.weight"
-    assert enc6[name].scheme == "int6_row" and np.abs(enc6[name].parts["q"]).max() <= 31
-    assert enc6["tok_emb.weight"].scheme == "int8_row"  # the embedding stays int8
+    assert (enc6[name].scheme, enc6[name].bits) == ("int_row", 6) and np.abs(enc6[name].parts["q"]).max() <= 31
+    assert enc6["tok_emb.weight"].bits == 8  # embed_bits
     err6 = (dequantize_state_dict(enc6)[name] - state[name]).pow(2).mean()
     err8 = (dequantize_state_dict(enc8)[name] - state[name]).pow(2).mean()
     assert err8 < err6 < 40 * err8
 
 
-@pytest.mark.parametrize("codec", codecs.CODECS)
-def test_artifact_roundtrip_is_bitwise_for_every_codec(trained_like, codec):
+# Every codec through the grouped layout (the one with transforms), and the plain layout once.
+CASES = [(c, "grouped") for c in codecs.available_codecs()] + [("auto", "grouped"), ("zlib", "plain")]
+
+
+@pytest.mark.parametrize("codec, layout", CASES, ids=[f"{c}-{layout}" for c, layout in CASES])
+def test_artifact_roundtrip_is_bitwise_for_every_codec_and_layout(trained_like, codec, layout):
     model, cfg = trained_like
-    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig(quant="int8", codec=codec))
-    back = decode_artifact(encode_artifact(art))
-    assert back.model_config == art.model_config and back.codec == codec
+    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], rtn(6, lqer_top=2))
+    blob, streams = encode_artifact(art, layout, codec)
+    back = decode_artifact(blob)
+    assert back.model_config == art.model_config
+    if codec != "auto":
+        assert {s.codec for s in streams} == {"zlib", codec}  # the index is always zlib
     for name, e in art.tensors.items():
         got = back.tensors[name]
-        assert (got.scheme, got.dtype, got.shape) == (e.scheme, e.dtype, e.shape)
+        assert (got.scheme, got.dtype, got.shape, got.bits) == (e.scheme, e.dtype, e.shape, e.bits)
+        assert set(got.parts) == set(e.parts)
         for part, arr in e.parts.items():
-            assert got.parts[part].dtype == arr.dtype and np.array_equal(got.parts[part], arr)
+            assert got.parts[part].dtype == arr.dtype and np.array_equal(got.parts[part], arr), (name, part)
 
 
 def test_damaged_files_never_load(trained_like, tmp_path):
     model, cfg = trained_like
-    blob = encode_artifact(build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig()))
+    blob, _ = encode_artifact(build_artifact(model.state_dict(), cfg.to_dict()["model"], rtn()))
     for at in (10, len(blob) // 2, len(blob) - 5):
         bad = bytearray(blob)
         bad[at] ^= 0x40
@@ -88,6 +101,10 @@ def test_damaged_files_never_load(trained_like, tmp_path):
             decode_artifact(bytes(bad))
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         decode_artifact(blob[:-100] + blob[-32:])
+    import hashlib
+    body = blob[:-132]  # truncated, but with a matching checksum: the stream table no longer adds up
+    with pytest.raises(ArtifactError, match="do not add up|malformed"):
+        decode_artifact(body + hashlib.sha256(body).digest())
     with pytest.raises(ArtifactError, match="not a pgolf artifact"):
         decode_artifact(b"\x80\x04\x95" + blob[3:])  # a pickle's opening bytes
     with pytest.raises(ArtifactError, match="does not exist"):
@@ -105,15 +122,15 @@ def test_decompression_is_bounded(codec):
 
 def test_a_file_whose_tensors_do_not_fit_their_shapes_is_rejected(trained_like):
     model, cfg = trained_like
-    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig())
+    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], rtn())
     name = "blocks.0.mlp.fc.weight"
     art.tensors[name].shape = (3, 3)  # the stored codes no longer fit
     with pytest.raises(ArtifactError, match=f"tensor {name}: .* stored values for shape"):
-        decode_artifact(encode_artifact(art))
-    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig())
+        decode_artifact(encode_artifact(art)[0])
+    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], rtn())
     art.tensors[name].dtype = "object"
     with pytest.raises(ArtifactError, match="unknown dtype 'object'"):
-        decode_artifact(encode_artifact(art))
+        decode_artifact(encode_artifact(art)[0])
 
 
 def test_a_well_checksummed_file_with_a_bad_index_is_rejected():
@@ -121,25 +138,26 @@ def test_a_well_checksummed_file_with_a_bad_index_is_rejected():
     import struct
     import zlib
 
-    body = zlib.compress(struct.pack("<I", 9) + b'{"tensors' + b"\0" * 16)
-    head = b"PGOLFART" + struct.pack("<HB", 1, 4) + b"zlib" + body
-    with pytest.raises(ArtifactError, match="malformed index"):
+    index = zlib.compress(b'{"tensors' + b"\0" * 16)
+    head = (b"PGOLFART" + struct.pack("<HH", 2, 1) + struct.pack("<B", 5) + b"index" + struct.pack("<B", 4) + b"zlib"
+            + struct.pack("<Q", len(index)) + index)
+    with pytest.raises(ArtifactError, match="malformed artifact"):
         decode_artifact(head + hashlib.sha256(head).digest())
 
 
 def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, monkeypatch):
     model, cfg = trained_like
     path = tmp_path / "m.pgolf"
-    report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], ExportConfig(), path)
+    report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], rtn(), path)
     files = code_files()
-    assert {name.split("/")[0] for name, _ in files} == {"pgolf", "pgolf_kernels"}
+    assert {name.split("/")[0] for name, _ in files} == {"pgolf", "pgolf_kernels", "csrc"}  # all shipped code
     assert report.artifact_bytes == path.stat().st_size
     assert report.code_bytes == sum(f.stat().st_size for _, f in files) and report.code_mode == "raw"
     assert report.total_bytes == report.artifact_bytes + report.code_bytes < 16_000_000
 
     monkeypatch.setattr(export_mod, "SIZE_LIMIT", report.total_bytes)  # exactly at the limit is too large
     with pytest.raises(ArtifactTooLarge, match="not exported: .* which is not below the"):
-        export_model(model.state_dict(), cfg.to_dict()["model"], ExportConfig(), tmp_path / "big.pgolf")
+        export_model(model.state_dict(), cfg.to_dict()["model"], rtn(), tmp_path / "big.pgolf")
     assert not (tmp_path / "big.pgolf").exists()
 
 
@@ -158,10 +176,10 @@ def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_
     tokens = np.concatenate([own_tokenizer.document_tokens(d) for d in heldout_docs[:4]])
     lut = ByteLUT.from_sentencepiece(own_tokenizer.sp)
     val = ValSet(torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens)), "lut", 1)
-    export_cfg = ExportConfig(quant="int6", codec="lzma")
+    export_cfg = rtn(6, codec="lzma", layout="grouped", lqer_top=2)
 
     in_memory = GPT(cfg.model)
-    in_memory.load_state_dict(dequantize_state_dict(quantize_state_dict(model.state_dict(), "int6")))
+    in_memory.load_state_dict(dequantize_state_dict(quantize_state(model.state_dict(), export_cfg)))
     report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], export_cfg, tmp_path / "m.pgolf")
     model_cfg, state = load_artifact_state(report.path)
     reloaded = GPT(type(cfg.model)(**model_cfg))

@@ -26,8 +26,14 @@ def test_train_then_eval_then_export_from_the_command_line(tmp_path, tiny_data, 
     assert "stride 16" in capsys.readouterr().out
 
     again = tmp_path / "again.pgolf"
-    assert main(["export", str(tmp_path / "cli" / "checkpoint.pt"), "--out", str(again), "--codec", "lzma"]) == 0
-    assert "(int8+lzma)" in capsys.readouterr().out and again.is_file()
+    assert main(["export", str(tmp_path / "cli" / "checkpoint.pt"), "--out", str(again), "COMPRESSOR=lzma",
+                 "export.layout=grouped"]) == 0
+    out = capsys.readouterr().out
+    assert "(rtn, grouped," in out and "lzma" in out and again.is_file()
+    assert main(["export", str(tmp_path / "cli" / "checkpoint.pt"), "--out", str(again), "train.iterations=3"]) == 2
+    assert "export settings only" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "cli" / "checkpoint.pt"), "--out", str(again), "export.method=gptq"]) == 2
+    assert "needs Hessians" in capsys.readouterr().err
     # a re-export records the run's data and seq_len, so it scores exactly as the original
     assert main(["eval", str(again), "--json", "--device", "cpu", "--batch-tokens", "4096"]) == 0
     rescored = json.loads(capsys.readouterr().out)

@@ -13,7 +13,7 @@ def test_baseline_preset_is_the_naive_baseline():
     assert (o.muon_momentum_warmup_start, o.muon_momentum_warmup_steps, o.beta1, o.beta2) == (0.85, 500, 0.9, 0.95)
     assert (t.batch_tokens, t.seq_len, t.iterations, t.warmup_steps, t.warmdown_iters, t.max_wallclock_seconds) == (
         524_288, 1024, 20000, 20, 1200, 600.0)
-    assert (cfg.export.quant, cfg.export.codec) == ("int8", "zlib")
+    assert (cfg.export.method, cfg.export.matrix_bits, cfg.export.embed_bits, cfg.export.codec) == ("rtn", 8, 8, "zlib")
 
 
 def test_precedence_preset_then_environment_then_command_line():

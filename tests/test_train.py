@@ -27,7 +27,8 @@ def test_a_few_steps_on_real_text_lower_the_loss(tmp_path, tiny_data):
 
 
 def test_final_score_is_the_score_of_the_file_on_disk(tmp_path, tiny_data):
-    result = run_training(tiny_config(tiny_data, tmp_path, "export.quant=int6", "export.codec=brotli", "eval.stride=16"))
+    result = run_training(tiny_config(tiny_data, tmp_path, "export.matrix_bits=6", "export.codec=brotli",
+                                      "export.layout=grouped", "eval.stride=16"))
     again = score_artifact(result.export.path, seq_len=64, stride=16, batch_tokens=4096, device="cpu")
     assert again["val_bpb"] == result.final.val_bpb and again["token_count"] == result.final.token_count
 

@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--stride", type=int, default=0, help="sliding-window stride; 0 = non-overlapping windows")
     e.add_argument("--batch-tokens", type=int, default=524_288, help="tokens per forward, summed over ranks")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--packed", action="store_true", help="run int6 layers straight from the packed codes (int6_matmul)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_eval)
 
@@ -24,7 +25,7 @@ def _eval(args) -> None:
     from pgolf.eval.scoring import score_artifact
 
     result = score_artifact(args.artifact, data=args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
-                            stride=args.stride, batch_tokens=args.batch_tokens, device=args.device)
+                            stride=args.stride, batch_tokens=args.batch_tokens, device=args.device, packed=args.packed)
     if result is None:  # not rank 0
         return
     if args.json:

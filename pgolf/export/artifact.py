@@ -2,34 +2,34 @@
 
 Layout (no pickle anywhere, so loading a stranger's file runs no code):
 
-    b"PGOLFART" | u16 version | u8 n | codec name (n bytes) | body | sha256 of all preceding bytes
-    body = codec.compress(u32 index length | index JSON | tensor bytes)
+    b"PGOLFART" | u16 version | u16 n
+    n x (u8 name length, name, u8 codec length, codec, u64 compressed length)
+    n compressed streams
+    sha256 of all preceding bytes
 
-The index names each tensor's scheme, original dtype and shape, and the dtype, shape,
-offset and length of each stored part. Loading checks the magic, version and checksum
-before decompressing, and every part's bounds before reading it: a damaged file raises
-an error and never yields weights.
+Stream 0 is the index (JSON, zlib): the model config, run metadata, and for each tensor
+its scheme, dtype, shape, code width and, per part, the stream, offset, length and any
+transform (see pgolf.export.layout). Loading checks magic, version and checksum before
+decompressing anything (each stream's output is bounded), and every part's extent and
+shape before reading it: a damaged file raises ArtifactError and never yields weights.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pgolf.errors import PgolfError
 from pgolf.export import codecs
-from pgolf.export.quantize import Encoded, check_encoded
+from pgolf.export.layout import lay_out, read_part
 from pgolf.fileio import atomic_write_bytes
+from pgolf.quant.encoding import Encoded, check_encoded
 
 MAGIC = b"PGOLFART"
-VERSION = 1
+VERSION = 2
 MAX_RAW_BYTES = 1 << 31  # a < 16 MB artifact never inflates this far; a crafted one is stopped here
-PART_DTYPES = {"int8", "uint8", "int16", "int32", "int64", "float16", "float32", "float64", "bool"}
 
 
 class ArtifactError(PgolfError):
@@ -39,73 +39,85 @@ class ArtifactError(PgolfError):
 @dataclass
 class Artifact:
     model_config: dict
-    quant: str
-    codec: str
     tensors: dict[str, Encoded]
     meta: dict = field(default_factory=dict)
 
 
-def encode_artifact(art: Artifact) -> bytes:
-    index, chunks, offset = [], [], 0
-    for name, e in art.tensors.items():
-        parts = {}
-        for pname, arr in e.parts.items():
-            arr = np.ascontiguousarray(arr)
-            if arr.dtype.name not in PART_DTYPES:
-                raise ValueError(f"{name}.{pname}: dtype {arr.dtype} cannot be stored")
-            raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-            parts[pname] = {"dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset, "nbytes": len(raw)}
-            chunks.append(raw)
-            offset += len(raw)
-        index.append({"name": name, "scheme": e.scheme, "dtype": e.dtype, "shape": list(e.shape), "parts": parts})
-    header = json.dumps({"model_config": art.model_config, "quant": art.quant, "meta": art.meta, "tensors": index},
+@dataclass(frozen=True)
+class StreamReport:
+    name: str
+    codec: str
+    raw_bytes: int
+    stored_bytes: int
+
+
+def encode_artifact(art: Artifact, layout: str = "plain", codec: str = "zlib") -> tuple[bytes, list[StreamReport]]:
+    """The file's bytes, and what each stream holds (for the per-part size report)."""
+    streams, index = lay_out(art.tensors, layout, codec)
+    header = json.dumps({"model_config": art.model_config, "meta": art.meta, "layout": layout, "tensors": index},
                         separators=(",", ":")).encode()
-    body = codecs.compress(art.codec, struct.pack("<I", len(header)) + header + b"".join(chunks))
-    codec = art.codec.encode("ascii")
-    head = MAGIC + struct.pack("<HB", VERSION, len(codec)) + codec + body
-    return head + hashlib.sha256(head).digest()
+    all_streams = [("index", "zlib", header, codecs.compress("zlib", header))]
+    all_streams += [(s.name, s.codec, bytes(s.raw), s.data) for s in streams]
+    head = MAGIC + struct.pack("<HH", VERSION, len(all_streams))
+    for name, codec, _, data in all_streams:
+        n, c = name.encode("ascii"), codec.encode("ascii")
+        head += struct.pack("<B", len(n)) + n + struct.pack("<B", len(c)) + c + struct.pack("<Q", len(data))
+    body = head + b"".join(data for *_, data in all_streams)
+    reports = [StreamReport(name, codec, len(raw), len(data)) for name, codec, raw, data in all_streams]
+    return body + hashlib.sha256(body).digest(), reports
+
+
+def _read_table(data: bytes, source: str) -> tuple[list[tuple[str, str, int]], int]:
+    pos = len(MAGIC) + 4
+    (n,) = struct.unpack_from("<H", data, len(MAGIC) + 2)
+    table = []
+    for _ in range(n):
+        (ln,) = struct.unpack_from("<B", data, pos)
+        name = data[pos + 1:pos + 1 + ln].decode("ascii")
+        pos += 1 + ln
+        (lc,) = struct.unpack_from("<B", data, pos)
+        codec = data[pos + 1:pos + 1 + lc].decode("ascii")
+        pos += 1 + lc
+        (size,) = struct.unpack_from("<Q", data, pos)
+        pos += 8
+        if codec not in codecs.CODECS:
+            raise ArtifactError(f"{source}: stream {name!r} uses unknown codec {codec!r}")
+        table.append((name, codec, size))
+    if pos + sum(size for *_, size in table) + 32 != len(data):
+        raise ArtifactError(f"{source}: stream lengths do not add up to the file size")
+    return table, pos
 
 
 def decode_artifact(data: bytes, source: str = "artifact") -> Artifact:
-    fixed = len(MAGIC) + 3
-    if len(data) < fixed + 32 or data[:len(MAGIC)] != MAGIC:
+    if len(data) < len(MAGIC) + 4 + 32 or data[:len(MAGIC)] != MAGIC:
         raise ArtifactError(f"{source}: not a pgolf artifact (bad magic or too short)")
-    version, n = struct.unpack_from("<HB", data, len(MAGIC))
+    (version,) = struct.unpack_from("<H", data, len(MAGIC))
     if version != VERSION:
         raise ArtifactError(f"{source}: artifact format version {version}, this pgolf reads {VERSION}")
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
         raise ArtifactError(f"{source}: checksum mismatch; the file is corrupt or was modified")
-    codec = data[fixed:fixed + n].decode("ascii", errors="replace")
-    if codec not in codecs.CODECS:
-        raise ArtifactError(f"{source}: unknown codec {codec!r}")
     try:
-        raw = codecs.decompress(codec, data[fixed + n:-32], max_bytes=MAX_RAW_BYTES)
+        table, pos = _read_table(data, source)
+        raw = []
+        for name, codec, size in table:
+            raw.append(memoryview(codecs.decompress(codec, data[pos:pos + size], max_bytes=MAX_RAW_BYTES)))
+            pos += size
+        header = json.loads(bytes(raw[0]))
+        tensors = {}
+        for entry in header["tensors"]:
+            streams = raw[1:]
+            perm = read_part(entry["parts"]["q_perm"], streams[entry["parts"]["q_perm"]["stream"]], None) \
+                if "q_perm" in entry["parts"] else None
+            parts = {p: read_part(spec, streams[spec["stream"]], perm)
+                     for p, spec in entry["parts"].items() if p != "q_perm"}
+            e = Encoded(entry["scheme"], entry["dtype"], tuple(entry["shape"]), parts, int(entry.get("bits", 0)))
+            check_encoded(entry["name"], e)
+            tensors[entry["name"]] = e
     except PgolfError as e:
         raise ArtifactError(f"{source}: {e}") from None
-    try:
-        return _parse_body(raw, codec, source)
-    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{source}: malformed index ({type(e).__name__}: {e})") from None
-
-
-def _parse_body(raw: bytes, codec: str, source: str) -> Artifact:
-    (hlen,) = struct.unpack_from("<I", raw, 0)
-    header = json.loads(raw[4:4 + hlen])
-    payload = memoryview(raw)[4 + hlen:]
-    tensors = {}
-    for entry in header["tensors"]:
-        parts = {}
-        for pname, p in entry["parts"].items():
-            dtype = np.dtype(p["dtype"]).newbyteorder("<") if p["dtype"] in PART_DTYPES else None
-            count = math.prod(p["shape"])
-            end = p["offset"] + p["nbytes"]
-            if dtype is None or p["nbytes"] != count * dtype.itemsize or p["offset"] < 0 or end > len(payload):
-                raise ArtifactError(f"{source}: tensor {entry['name']} part {pname} has an invalid dtype, shape or extent")
-            parts[pname] = np.frombuffer(payload[p["offset"]:end], dtype=dtype).reshape(p["shape"]).astype(dtype.newbyteorder("="))
-        e = Encoded(entry["scheme"], entry["dtype"], tuple(entry["shape"]), parts)
-        check_encoded(entry["name"], e)
-        tensors[entry["name"]] = e
-    return Artifact(header["model_config"], header["quant"], codec, tensors, header.get("meta", {}))
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+        raise ArtifactError(f"{source}: malformed artifact ({type(e).__name__}: {e})") from None
+    return Artifact(header["model_config"], tensors, header.get("meta", {}))
 
 
 def read_artifact(path: str | Path) -> Artifact:

@@ -18,7 +18,7 @@ import pgolf
 import pgolf_kernels
 
 SOURCE_SUFFIXES = (".py", ".toml")
-CUDA_SUFFIXES = (".cu", ".cuh", ".cpp", ".h")
+CUDA_SUFFIXES = (".cu", ".cuh", ".cpp", ".h")  # csrc/ itself; csrc/tests holds host-side checks
 CODE_MODES = ("raw", "wrapped")
 
 
@@ -42,7 +42,7 @@ def code_files() -> list[tuple[str, Path]]:
                 files.append((f"{package.__name__}/{path.relative_to(root).as_posix()}", path))
     csrc = Path(pgolf.__file__).resolve().parent.parent / "csrc"
     if csrc.is_dir():
-        files += [(f"csrc/{p.relative_to(csrc).as_posix()}", p) for p in sorted(csrc.rglob("*")) if p.suffix in CUDA_SUFFIXES]
+        files += [(f"csrc/{p.name}", p) for p in sorted(csrc.glob("*")) if p.suffix in CUDA_SUFFIXES]
     return files
 
 

@@ -1,12 +1,62 @@
 """Byte compressors for artifacts, by name, at their strongest standard settings."""
 from __future__ import annotations
 
+import functools
 import lzma
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 import zlib
 
 from pgolf.errors import PgolfError
 
-CODECS = ("zlib", "brotli", "zstd", "lzma")
+CODECS = ("zlib", "brotli", "zstd", "lzma", "lrzip")
+
+
+@functools.cache
+def lrzip_available() -> bool:
+    return shutil.which("lrzip") is not None
+
+
+def available_codecs() -> tuple[str, ...]:
+    """Every codec this machine can run (lrzip is a system binary; the rest are wheels)."""
+    return tuple(c for c in CODECS if c != "lrzip" or lrzip_available())
+
+
+def smallest(data: bytes, codecs: tuple[str, ...]) -> tuple[str, bytes]:
+    """(codec, compressed) of whichever codec compresses `data` smallest."""
+    best = min(((c, compress(c, data)) for c in codecs), key=lambda cb: len(cb[1]))
+    return best
+
+
+def _lrzip(args: list[str], data: bytes) -> tuple[bytes, str]:
+    """Run lrzip on `data` through temporary files (it works on files); return (output, stdout)."""
+    if not lrzip_available():
+        raise PgolfError("the lrzip codec needs the lrzip binary (apt-get install lrzip)")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in"), os.path.join(tmp, "out")
+        with open(src, "wb") as f:
+            f.write(data)
+        r = subprocess.run(["lrzip", "-q", "-f", *args, "-o", dst, src], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise PgolfError(f"lrzip failed: {r.stderr.strip() or r.stdout.strip()}")
+        with open(dst, "rb") as f:
+            return f.read(), r.stdout
+
+
+def _lrzip_size(data: bytes) -> int:
+    """The decompressed size an lrzip stream declares (checked before inflating it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.lrz")
+        with open(path, "wb") as f:
+            f.write(data)
+        r = subprocess.run(["lrzip", "-i", path], capture_output=True, text=True)
+    m = re.search(r"Decompressed file size:\s*([0-9,]+)", r.stdout + r.stderr)
+    if r.returncode != 0 or not m:
+        raise PgolfError("lrzip payload is not a valid lrzip stream")
+    return int(m.group(1).replace(",", ""))
 
 
 def compress(codec: str, data: bytes) -> bytes:
@@ -22,6 +72,8 @@ def compress(codec: str, data: bytes) -> bytes:
         import zstandard
 
         return zstandard.ZstdCompressor(level=22).compress(data)
+    if codec == "lrzip":
+        return _lrzip(["-z", "-L", "9"], data)[0]  # ZPAQ context mixing, as the record
     raise PgolfError(f"unknown codec {codec!r}; expected one of {CODECS}")
 
 
@@ -56,6 +108,10 @@ def decompress(codec: str, data: bytes, max_bytes: int = 1 << 31) -> bytes:
             if zstandard.frame_content_size(data) > max_bytes:
                 raise PgolfError(f"zstd payload declares more than {max_bytes} bytes")
             return zstandard.ZstdDecompressor().decompress(data, max_output_size=max_bytes)
+        if codec == "lrzip":
+            if _lrzip_size(data) > max_bytes:
+                raise PgolfError(f"lrzip payload declares more than {max_bytes} bytes")
+            return _lrzip(["-d"], data)[0]
     except PgolfError:
         raise
     except Exception as e:  # each library raises its own type

@@ -40,6 +40,7 @@ class GPT(nn.Module):
             for _ in range(cfg.num_layers)
         )
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
+        self.head_input = nn.Identity()  # a hook point: the head's input (GPTQ's Hessian for the head)
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
 
@@ -55,7 +56,7 @@ class GPT(nn.Module):
             if skips:
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
             x = block(x, x0)
-        return rms_norm(x)
+        return self.head_input(rms_norm(x))
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Softcapped logits, fp32."""

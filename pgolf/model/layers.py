@@ -18,15 +18,26 @@ class RMSNorm(nn.Module):
 
 class CastedLinear(nn.Linear):
     """A bias-free linear layer whose weight stays fp32 (for the optimizer) and is cast
-    to the activation dtype at matmul time (bf16 compute under autocast)."""
+    to the activation dtype at matmul time (bf16 compute under autocast).
+
+    With `qat_clip_sigmas` set, the forward sees the weight quantized to int6 (per-row
+    SDClip scales) through the int6 kernel, and the backward passes straight through:
+    quantization-aware training. torch.compile guards on the attribute, so switching it
+    on mid-run recompiles instead of being constant-folded away.
+    """
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
         super().__init__(in_features, out_features, bias=False)
         self.zero_init = zero_init
+        self.qat_clip_sigmas: float | None = None
         if zero_init:
             nn.init.zeros_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.qat_clip_sigmas is not None:
+            from pgolf.ops.int6_matmul import int6_qat_linear
+
+            return int6_qat_linear(x, self.weight, self.qat_clip_sigmas)
         return F.linear(x, self.weight.to(x.dtype))
 
 

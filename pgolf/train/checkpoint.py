@@ -17,7 +17,7 @@ FORMAT = "pgolf.checkpoint/1"
 
 
 def save_checkpoint(path: str | Path, *, config: dict, step: int, training_time_ms: float, model,
-                    optimizer_states: list[dict], loader) -> None:
+                    optimizer_states: list[dict], loader, hessians: dict | None = None) -> None:
     state = {
         "format": FORMAT,
         "config": config,
@@ -26,6 +26,7 @@ def save_checkpoint(path: str | Path, *, config: dict, step: int, training_time_
         "model": model.state_dict(),
         "optimizers": optimizer_states,
         "loader": loader.state_dict(),
+        "hessians": hessians,  # GPTQ's, when collected: `pgolf export` can re-quantize without train data
         "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }

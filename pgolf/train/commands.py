@@ -19,9 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="re-export a training checkpoint as an artifact")
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--out", type=Path, required=True, help="artifact path to write")
-    e.add_argument("--quant", choices=["int8", "int6"], default=None)
-    e.add_argument("--codec", choices=["zlib", "brotli", "zstd", "lzma"], default=None)
-    e.add_argument("--code-bytes", choices=["raw", "wrapped"], default=None)
+    e.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="export settings, e.g. export.matrix_bits=6 export.layout=grouped COMPRESSOR=auto")
     e.set_defaults(func=_export)
 
 
@@ -37,15 +36,20 @@ def _train(args) -> None:
 
 
 def _export(args) -> None:
-    from pgolf.config import from_dict
+    from pgolf.config import ENV_NAMES, from_dict, set_from_text
+    from pgolf.errors import PgolfError
     from pgolf.export.export import export_model, run_meta
     from pgolf.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(args.checkpoint)
     cfg = from_dict(state["config"], str(args.checkpoint))
-    for key, value in (("quant", args.quant), ("codec", args.codec), ("code_bytes", args.code_bytes)):
-        if value is not None:
-            setattr(cfg.export, key, value)
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        key = ENV_NAMES.get(key, key)
+        if not sep or not key.startswith("export."):
+            raise PgolfError(f"pgolf export takes export settings only (export.key=value), got {item!r}")
+        set_from_text(cfg, key, value, "command line")
     report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out,
-                             meta=run_meta(cfg, state["step"]))
+                             meta=run_meta(cfg, state["step"]), hessians=state.get("hessians"))
     print(report.summary())
+    print(report.parts_table())

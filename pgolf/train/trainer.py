@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import datetime
 import random
 import time
@@ -31,9 +32,11 @@ from pgolf.metric.bpb import BPBResult
 from pgolf.metric.bytes import TargetByteWeights
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device
+from pgolf.model.layers import CastedLinear
 from pgolf.optim.build import build_optimizers
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
+from pgolf.quant.hessians import HessianCollector
 from pgolf.train import checkpoint as ckpt
 from pgolf.train.distributed import (DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks,
                                      shutdown)
@@ -105,6 +108,8 @@ class Trainer:
         self.schedule = LRSchedule.from_config(cfg.train)
         self.eval_seq_len = cfg.eval.seq_len or cfg.train.seq_len
         self.step, self.train_ms = 0, 0.0
+        self.hessians: dict | None = None  # GPTQ's, collected after the loop
+        self.qat_on = False
 
     # -- set-up helpers ------------------------------------------------------------------
 
@@ -207,7 +212,7 @@ class Trainer:
         if self.env.is_main:
             ckpt.save_checkpoint(self.run_dir / name, config=self.cfg.to_dict(), step=self.step,
                                  training_time_ms=self.train_ms, model=self.model, optimizer_states=states,
-                                 loader=self.loader)
+                                 loader=self.loader, hessians=self.hessians)
         if self.env.distributed:
             dist.barrier()
 
@@ -230,7 +235,9 @@ class Trainer:
         self._prime()
         if cfg.run.resume:
             self._resume(cfg.run.resume)
-        cap_ms = 1000.0 * cfg.train.max_wallclock_seconds
+        # GPTQ's Hessians read training data, so they must fit inside the training time (spec §1.3).
+        reserve_ms = 1000.0 * cfg.export.reserve_seconds if cfg.export.method == "gptq" else 0.0
+        cap_ms = max(1000.0 * cfg.train.max_wallclock_seconds - reserve_ms, 0.0) if cfg.train.max_wallclock_seconds else 0.0
         stop_at: int | None = None
         prequant = None
         self._sync()
@@ -253,6 +260,8 @@ class Trainer:
             if last:
                 break
             lr_mul = self.schedule.lr_mul(self.step, elapsed)
+            if not self.qat_on and lr_mul < cfg.train.qat_threshold:
+                self._start_qat()
             loss = self._train_step(lr_mul)
             self.step += 1
             if cfg.train.log_every and (self.step <= 10 or self.step % cfg.train.log_every == 0):
@@ -272,18 +281,52 @@ class Trainer:
         if self.device.type == "cuda":
             self.log.event("memory", peak_allocated_mib=torch.cuda.max_memory_allocated() // 2**20,
                            peak_reserved_mib=torch.cuda.max_memory_reserved() // 2**20)
+        self.hessians = self._collect_hessians() if cfg.export.method == "gptq" else None
         self._save_checkpoint(CHECKPOINT_NAME)
         report = self._export()
         final = self._score_artifact(report)
         self._finish(prequant, final, report)
         return TrainResult(self.env.is_main, self.run_dir, self.step, self.train_ms, prequant, final, report)
 
+    def _start_qat(self) -> None:
+        """Late QAT: the block matrices' forwards switch to int6 fake-quant (SDClip by class)."""
+        for name, module in self.model.blocks.named_modules():
+            if isinstance(module, CastedLinear):
+                module.qat_clip_sigmas = (self.cfg.export.attn_clip_sigmas if ".attn." in f".{name}."
+                                          else self.cfg.export.mlp_clip_sigmas)
+        self.qat_on = True
+        self.log.event("qat_on", step=self.step)
+
+    @torch.no_grad()
+    def _collect_hessians(self) -> dict:
+        """Input Hessians on fresh training batches, on the training clock (it reads train data)."""
+        cfg = self.cfg
+        self._sync()
+        t = time.perf_counter()
+        collector = HessianCollector(self.model)
+        try:
+            for _ in range(cfg.export.calib_batches):
+                x, y = self.loader.next_batch(cfg.train.batch_tokens, cfg.train.seq_len, self.accum)
+                with autocast_for(self.device):
+                    self.model(x, y)
+            hessians = collector.hessians()
+        finally:
+            collector.remove()
+        self._sync()
+        seconds = time.perf_counter() - t
+        self.train_ms += 1000.0 * seconds
+        cap_ms = 1000.0 * cfg.train.max_wallclock_seconds
+        self.log.event("hessians", matrices=len(hessians), seconds=seconds, train_time_ms=self.train_ms,
+                       within_cap=bool(not cap_ms or self.train_ms <= cap_ms))
+        return hessians
+
     def _export(self) -> ExportReport:
         outcome = None
         if self.env.is_main:
             try:
                 report, _ = export_model(self.model.state_dict(), self.cfg.to_dict()["model"], self.cfg.export,
-                                         self.run_dir / ARTIFACT_NAME, meta=run_meta(self.cfg, self.step))
+                                         self.run_dir / ARTIFACT_NAME, meta=run_meta(self.cfg, self.step),
+                                         hessians=self.hessians)
                 outcome = report
             except PgolfError as e:
                 outcome = str(e)
@@ -292,7 +335,8 @@ class Trainer:
             raise PgolfError(outcome)
         self.log.event("export", path=outcome.path, artifact_bytes=outcome.artifact_bytes,
                        code_bytes=outcome.code_bytes, code_mode=outcome.code_mode, total_bytes=outcome.total_bytes,
-                       headroom=outcome.headroom)
+                       headroom=outcome.headroom, bits_per_weight=round(outcome.bits_per_weight, 4),
+                       streams={s.name: f"{s.codec}:{s.stored_bytes}" for s in outcome.streams})
         return outcome
 
     def _score_artifact(self, report: ExportReport) -> BPBResult:
@@ -311,7 +355,8 @@ class Trainer:
         if not self.env.is_main:
             return
         summary = {"steps": self.step, "train_time_ms": self.train_ms, "prequant": prequant.as_dict(),
-                   "final": final.as_dict(), "export": report.__dict__, "run_dir": str(self.run_dir)}
+                   "final": final.as_dict(), "export": dataclasses.asdict(report),
+                   "bits_per_weight": report.bits_per_weight, "run_dir": str(self.run_dir)}
         atomic_write_json(self.run_dir / "result.json", summary)
         if plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png"):
             self.log.event("plot", path=str(self.run_dir / "curves.png"), console=False)

@@ -1,0 +1,53 @@
+"""Run a model straight from an artifact's packed int6 weights (`pgolf eval --packed`).
+
+Every int6 matrix of the artifact that belongs to a linear layer is swapped in as a
+PackedLinear: the weight stays as 0.75-byte codes plus row scales and each forward calls
+`pgolf::int6_matmul` (plus the rank-r LQER term when the tensor has one). Everything else
+is dequantized as usual.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pgolf.model.layers import CastedLinear
+from pgolf.ops.int6_matmul import int6_matmul
+from pgolf.quant.encoding import Encoded
+from pgolf.quant.lqer import GROUP
+from pgolf.quant.packing import pack
+
+
+class PackedLinear(nn.Module):
+    def __init__(self, e: Encoded, device: torch.device):
+        super().__init__()
+        rows, self.k = e.shape
+        self.register_buffer("packed", torch.from_numpy(pack(e.parts["q"], 6)).to(device))
+        self.register_buffer("scales", torch.from_numpy(e.parts["scale"].astype("float32")).to(device))
+        self.lqer = e.has_lqer
+        if self.lqer:
+            a = torch.from_numpy(e.parts["lqer_a"].astype("float32")) * float(e.parts["lqer_a_scale"][0])
+            qb = torch.from_numpy(e.parts["lqer_b"].astype("float32")).view(-1, GROUP)
+            b = (qb * torch.from_numpy(e.parts["lqer_b_scale"].astype("float32"))[:, None]).reshape(a.shape[1], self.k)
+            self.register_buffer("lqer_a", a.to(device))
+            self.register_buffer("lqer_b", b.to(device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = int6_matmul(x, self.packed, self.scales.to(x.dtype), self.k)
+        if self.lqer:
+            y = y + (x @ self.lqer_b.to(x.dtype).T) @ self.lqer_a.to(x.dtype).T
+        return y
+
+
+def swap_in_packed_layers(model: nn.Module, tensors: dict[str, Encoded]) -> int:
+    """Replace the linear layers whose artifact weights are int6 codes; returns how many."""
+    swapped = 0
+    modules = dict(model.named_modules())
+    for name, e in tensors.items():
+        path = name.removesuffix(".weight")
+        if e.scheme != "int_row" or e.bits != 6 or not isinstance(modules.get(path), CastedLinear):
+            continue
+        parent_path, _, child = path.rpartition(".")
+        parent = modules[parent_path] if parent_path else model
+        setattr(parent, child, PackedLinear(e, next(model.parameters()).device))
+        swapped += 1
+    return swapped

@@ -1,0 +1,47 @@
+"""Round-to-nearest quantization with clip scales (the baseline's export, spec §4.4)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BASELINE_CLIP_Q = 0.9999984  # the baseline's per-row percentile of |w|
+CLIP_Q_SEARCH = (0.999, 0.9995, 0.9999, 0.99999, 1.0)  # the GDN record's int6 search
+
+
+def levels(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+def codes_for(w: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """Round w / scale (one scale per row) into the symmetric code range."""
+    r = levels(bits)
+    return torch.clamp(torch.round(w / scale[:, None]), -r, r).to(torch.int8)
+
+
+def percentile_rows(w: Tensor, q: float, bits: int) -> tuple[Tensor, Tensor]:
+    """Clip each row at its q-quantile of |w|; as the baseline, round with the fp32 scale and
+    store it fp16 (scale = clip / levels, at least 1 / levels)."""
+    r = levels(bits)
+    clip = torch.quantile(w.abs(), q, dim=1) if q < 1.0 else w.abs().amax(dim=1)
+    scale = (clip / r).clamp_min(1.0 / r)
+    return codes_for(torch.clamp(w, -clip[:, None], clip[:, None]), scale, bits), scale.to(torch.float16)
+
+
+def rtn_rows(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """int8: the baseline's fixed percentile. Fewer bits: the percentile with the least MSE."""
+    if bits == 8:
+        return percentile_rows(w, BASELINE_CLIP_Q, 8)
+    best = None
+    for q in CLIP_Q_SEARCH:
+        codes, scale = percentile_rows(w, q, bits)
+        err = float(((codes.float() * scale.float()[:, None] - w) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, codes, scale)
+    return best[1], best[2]
+
+
+def rtn_tensor(w: Tensor) -> tuple[Tensor, Tensor]:
+    """One int8 scale for a whole (non-2-D) tensor."""
+    clip = float(torch.quantile(w.abs().flatten(), BASELINE_CLIP_Q))
+    scale = torch.tensor([clip / 127.0 if clip > 0 else 1.0], dtype=torch.float32)
+    return torch.clamp(torch.round(torch.clamp(w, -clip, clip) / scale), -127, 127).to(torch.int8), scale
