@@ -43,7 +43,7 @@ def _int6_matmul_kernel(
         word = b0 | (b1 << 8) | (b2 << 16)
         code = ((word >> (6 * (o_k % 4))[None, :]) & 63) - 32  # [BLOCK_N, BLOCK_K]
         code = tl.where(mask, code, 0)
-        if DOT_FP32:  # the interpreter's tl.dot is wrong on bf16 operands
+        if DOT_FP32:  # fp32 activations; and the interpreter's tl.dot is wrong on bf16 operands
             acc += tl.dot(b_x.to(tl.float32), tl.trans(code.to(tl.float32)))
         else:
             acc += tl.dot(b_x.to(tl.bfloat16), tl.trans(code.to(tl.bfloat16)))
@@ -75,7 +75,7 @@ def int6_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, k: 
     _int6_matmul_kernel[grid](
         x, packed, scales, y, m, n, k, packed.shape[1],
         x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1",
+        DOT_FP32=os.environ.get("TRITON_INTERPRET") == "1" or x.dtype == torch.float32,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
     )
     return y

@@ -10,7 +10,8 @@ One kernel, three uses (constexpr flags):
   dlogits = g·(softmax − onehot)·4σ(1 − σ) in the logits' dtype.
 - both: forward and backward in one launch (the LM head's chunked path, where the loss is
   terminal): the gradient may overwrite the logits in place.
-Rows whose target is ignore_index get loss 0 and gradient 0.
+Rows whose target is ignore_index get loss 0 and gradient 0; a target outside [0, V) (a
+corrupt batch) is never read and makes the row's loss NaN, loudly, as the torch path raises.
 """
 from __future__ import annotations
 
@@ -48,10 +49,11 @@ def _softcapped_ce_kernel(
             s = s * tl.exp(m - m_new) + tl.sum(tl.exp(b_z - m_new), axis=0)
             m = m_new
         lse = m + tl.log(s)
-        x_t = tl.load(p_x + tl.where(valid, target, 0)).to(tl.float32)
+        in_range = (target >= 0) & (target < V)  # never read outside the row; a bad target gives NaN
+        x_t = tl.load(p_x + tl.where(valid & in_range, target, 0)).to(tl.float32)
         z_t = softcap * (2.0 * tl.sigmoid(x_t * k) - 1.0)
         tl.store(lse_ptr + row, lse)
-        tl.store(loss_ptr + row, tl.where(valid, lse - z_t, 0.0))
+        tl.store(loss_ptr + row, tl.where(valid, tl.where(in_range, lse - z_t, float("nan")), 0.0))
     else:
         lse = tl.load(lse_ptr + row)
 

@@ -39,6 +39,23 @@ class ModelConfig:
     rope_base: float = setting(10000.0, "ROPE_BASE")
     logit_softcap: float = setting(30.0, "LOGIT_SOFTCAP")
     qk_gain_init: float = setting(1.5, "QK_GAIN_INIT")
+    unet_skips: bool = setting(True, "UNET_SKIPS", help="the baseline's encoder-decoder skip connections")
+    arch: str = setting("transformer", "ARCH", ("transformer", "gdn"),
+                        help="the sequence mixer of every block: attention, or GatedDeltaNet (spec 6.1)")
+    attn_layers: str = setting("", "ATTN_LAYERS", help="gdn: comma-separated layers that use attention instead (hybrid)")
+    gdn_head_dim: int = setting(64, "GDN_HEAD_DIM", help="gdn: key and value dim per head (num_heads of them)")
+    gdn_conv_size: int = setting(4, "GDN_CONV_SIZE", help="gdn: causal depthwise conv width on q, k, v")
+    gdn_chunk_size: int = setting(64, "GDN_CHUNK_SIZE", help="gdn: tokens per chunk of the scan")
+    kv_share_stride: int = setting(1, "KV_SHARE_STRIDE",
+                                   help="gdn: each group of this many layers uses its first layer's k/v projections")
+    bigram_buckets: int = setting(0, "BIGRAM_BUCKETS", help="BigramHash table rows; 0: no hashed n-gram embedding")
+    bigram_dim: int = setting(112, "BIGRAM_DIM")
+    trigram: bool = setting(True, "TRIGRAM", help="BigramHash also looks up a trigram hash in the same table")
+    smear_gate: bool = setting(False, "SMEAR_GATE", help="static SmearGate after the embedding norm")
+    doc_isolation: bool = setting(False, "DOC_ISOLATION",
+                                  help="nothing crosses a BOS: recurrent state, convs, SmearGate, n-gram hashes, "
+                                       "attention")
+    bos_id: int = setting(1, "BOS_ID", help="the tokenizer's BOS id (doc_isolation)")
 
 
 @dataclass
@@ -271,6 +288,33 @@ def from_dict(data: dict, source: str) -> Config:
     return cfg
 
 
+def attention_layers(m: ModelConfig) -> set[int]:
+    """The layers whose mixer is attention."""
+    if m.arch == "transformer":
+        return set(range(m.num_layers))
+    return {int(x) for x in m.attn_layers.split(",") if x.strip()}
+
+
+def _arch_problems(m: ModelConfig) -> list[str]:
+    problems = []
+    try:
+        layers = attention_layers(m)
+    except ValueError:
+        return [f"model.attn_layers={m.attn_layers!r} must be comma-separated layer numbers"]
+    if m.arch == "transformer" and m.attn_layers:
+        problems.append("model.attn_layers only applies to model.arch=gdn")
+    if any(i < 0 or i >= m.num_layers for i in layers):
+        problems.append(f"model.attn_layers={m.attn_layers!r} must name layers in 0..{m.num_layers - 1}")
+    for key in ("gdn_head_dim", "gdn_conv_size", "kv_share_stride", "bigram_dim"):
+        if getattr(m, key) <= 0:
+            problems.append(f"model.{key} must be positive")
+    if m.gdn_chunk_size < 16 or m.gdn_chunk_size & (m.gdn_chunk_size - 1):
+        problems.append(f"model.gdn_chunk_size={m.gdn_chunk_size} must be a power of two >= 16")
+    if m.bigram_buckets < 0 or m.bigram_buckets == 1:
+        problems.append("model.bigram_buckets must be 0 (off) or at least 2")
+    return problems
+
+
 def validate(cfg: Config) -> None:
     m, t, e = cfg.model, cfg.train, cfg.eval
     problems = []
@@ -291,6 +335,7 @@ def validate(cfg: Config) -> None:
         problems.append("model.model_dim / model.num_heads (the head dim) must be even for RoPE")
     if m.num_kv_heads > 0 and m.num_heads % m.num_kv_heads:
         problems.append(f"model.num_heads={m.num_heads} must be divisible by model.num_kv_heads={m.num_kv_heads}")
+    problems += _arch_problems(m)
     if m.logit_softcap <= 0:
         problems.append("model.logit_softcap must be positive")
     if t.seq_len > 0 and t.batch_tokens % t.seq_len:

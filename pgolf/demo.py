@@ -16,16 +16,13 @@ VAL_DOCS = 225
 VOCAB = 1024
 
 
-def run_demo(workdir: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True):
-    # Imported here so that `pgolf --help` does not load torch.
-    from pgolf.config import load_config
+def prepare_demo_data(workdir: str | Path, progress: bool = True) -> tuple[Path, Path]:
+    """The embedded corpus as challenge-format shards: (data directory, tokenizer path)."""
     from pgolf.data.embedded import bbc_news_documents
     from pgolf.data.prepare import PrepareOptions, prepare
     from pgolf.data.tokenizer import train_tokenizer
-    from pgolf.train.trainer import run_training
 
     workdir = Path(workdir)
-    started = time.perf_counter()
     docs = bbc_news_documents()
     corpus = workdir / "bbc_news.jsonl.gz"
     corpus.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +39,18 @@ def run_demo(workdir: str | Path = "runs/demo", overrides: list[str] = (), progr
     val = manifest["splits"]["val"]
     print(f"[demo] shards: {manifest['splits']['train']['tokens']:,} train tokens, {val['tokens']:,} val tokens "
           f"({val['bytes_per_token']:.3f} bytes/token)")
+    return data_dir, Path(tokenizer.path)
 
-    cfg = load_config("smoke", [f"data.path={data_dir}", f"data.tokenizer={tokenizer.path}",
+
+def run_demo(workdir: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True):
+    # Imported here so that `pgolf --help` does not load torch.
+    from pgolf.config import load_config
+    from pgolf.train.trainer import run_training
+
+    workdir = Path(workdir)
+    started = time.perf_counter()
+    data_dir, tokenizer = prepare_demo_data(workdir, progress)
+    cfg = load_config("smoke", [f"data.path={data_dir}", f"data.tokenizer={tokenizer}",
                                 f"run.out_dir={workdir}", "run.name=run", "run.overwrite=true",
                                 f"run.progress={progress}", *overrides])
     result = run_training(cfg, preset="smoke")

@@ -20,8 +20,10 @@ def stream(tok, docs):
 def test_bytes_weights_are_the_canonical_credit(own_tokenizer, heldout_docs):
     t = stream(own_tokenizer, heldout_docs[:20])
     w = TargetByteWeights(own_tokenizer, "bytes")(t[:-1], t[1:])
-    assert torch.equal(w, ByteLUT.from_sentencepiece(own_tokenizer.sp).position_bytes(t)[1:].float())
-    assert (w[t[1:] == own_tokenizer.bos_id] == 0).all()  # BOS targets carry no bytes: weight 0
+    credit = ByteLUT.from_sentencepiece(own_tokenizer.sp).position_bytes(t)[1:].float()
+    assert torch.equal(w, credit.clamp_min(1))
+    bos = t[1:] == own_tokenizer.bos_id
+    assert bos.any() and (credit[bos] == 0).all() and (w[bos] == 1).all()  # scored, so still trained
 
 
 def test_pr1519_weights_drop_the_space_and_clamp(own_tokenizer, heldout_docs):
@@ -42,9 +44,13 @@ def test_caseops_weights_track_the_sidecar(fineweb_docs):
     tok = load_tokenizer(CASEOPS_MODEL)
     tokens, sidecar, _ = encode_documents(tok, fineweb_docs[:150], with_sidecar=True)
     t = torch.from_numpy(tokens.astype(np.int64))
-    w = TargetByteWeights(tok, "bytes")(t[:-1], t[1:])
+    weights = TargetByteWeights(tok, "bytes")
+    clamped = weights(t[:-1], t[1:])
+    w = weights.lut.target_bytes(t[:-1], t[1:]).float()  # the credit before the clamp
     s = torch.from_numpy(sidecar[1:].astype(np.float32))
-    assert (w[(t[1:] >= 4) & (t[1:] <= 7)] == 0).all()  # the operators carry no original bytes
+    assert torch.equal(clamped, w.clamp_min(1))
+    ops = (t[1:] >= 4) & (t[1:] <= 7)
+    assert ops.any() and (w[ops] == 0).all() and (clamped[ops] == 1).all()  # no original bytes, but scored
     assert abs(float(w.sum() - s.sum())) / float(s.sum()) < 1e-4  # whitespace runs / NFKC only
     assert float((w == s).float().mean()) > 0.99  # per token: byte-fallback runs spread differently
 

@@ -102,6 +102,14 @@ def test_lqer_factors_reconstruct_a_low_rank_error():
     assert float((e - approx).norm() / e.norm()) < 0.7
 
 
+@pytest.mark.parametrize("size", [0.0, 1e-9])
+def test_lqer_of_a_vanishing_error_is_a_zero_correction(size):
+    e = torch.ones(64, 128, dtype=torch.float64) * size  # scales would round to 0 in fp16 without a floor
+    parts = lqer_parts(e, 4)
+    assert all(np.isfinite(p.astype(np.float64)).all() for p in parts.values())
+    assert torch.isfinite(lqer_correction(parts, (64, 128))).all()
+
+
 def test_recipe_assigns_each_tensor_its_treatment():
     g = torch.Generator().manual_seed(0)
     state = {"tok_emb.weight": torch.randn(1024, 128, generator=g), "blocks.0.mlp.fc.weight": torch.randn(512, 256, generator=g),

@@ -56,8 +56,19 @@ def _free_port() -> int:
 def _ddp_rank(rank, port, cfg, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
+    from pgolf.train.trainer import Trainer
+
+    trained = {}
+    export = Trainer._export
+
+    def spy(self):  # every rank's parameters as training left them
+        trained.update({n: p.detach().clone() for n, p in self.model.named_parameters()})
+        return export(self)
+
+    Trainer._export = spy
     result = run_training(cfg)
-    out[rank] = {"final": result.final.as_dict(), "losses": train_losses(result.run_dir) if rank == 0 else None}
+    out[rank] = {"final": result.final.as_dict(), "losses": train_losses(result.run_dir) if rank == 0 else None,
+                 "params": trained}
 
 
 def run_two_ranks(cfg) -> dict:
@@ -67,10 +78,12 @@ def run_two_ranks(cfg) -> dict:
 
 
 @pytest.mark.parametrize("muon", ["optim.muon_sharded=false", "optim.muon_sharded=true"], ids=["ddp", "sharded"])
-def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_data, muon):
+@pytest.mark.parametrize("clip", ["optim.grad_clip_norm=0", "optim.grad_clip_norm=0.05"], ids=["noclip", "clip"])
+def test_two_gloo_processes_match_one_with_the_same_global_batch(tmp_path, tiny_data, muon, clip):
     # One process accumulating 2 micro-batches sees exactly the tokens the two ranks see.
-    single = run_training(tiny_config(tiny_data, tmp_path, "run.name=single", "train.grad_accum_steps=2"))
-    out = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=ddp", "train.grad_accum_steps=1", muon))
+    single = run_training(tiny_config(tiny_data, tmp_path, "run.name=single", "train.grad_accum_steps=2", clip))
+    out = run_two_ranks(tiny_config(tiny_data, tmp_path, "run.name=ddp", "train.grad_accum_steps=1", muon, clip))
+    assert all(torch.equal(out[0]["params"][n], out[1]["params"][n]) for n in out[0]["params"])  # ranks agree
     ref = train_losses(single.run_dir)
     got = out[0]["losses"]
     assert len(got) == len(ref) and all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(got, ref)), (got, ref)
@@ -99,13 +112,15 @@ def test_a_run_directory_is_not_silently_reused(tmp_path, tiny_data):
 @pytest.mark.parametrize("override, message", [
     ("data.path=/nonexistent/data", "/nonexistent/data"),
     ("data.tokenizer=/nonexistent/tok.model", "tokenizer /nonexistent/tok.model does not exist"),
-    ("model.vocab_size=2048", "model.vocab_size \\(VOCAB_SIZE\\)=2048 does not match the tokenizer"),
+    ("model.vocab_size=2048", "model.vocab_size \\(VOCAB_SIZE\\)=2048, but the tokenizer has 1024 pieces"),
+    (["model.doc_isolation=true", "model.bos_id=3"], "model.bos_id \\(BOS_ID\\)=3, but the tokenizer's BOS is 1"),
     ("train.grad_accum_steps=3", "must split into whole train.seq_len=64 sequences"),
     ("run.resume=/nonexistent/ckpt.pt", "checkpoint /nonexistent/ckpt.pt does not exist"),
 ])
 def test_bad_runs_fail_with_clear_errors(tmp_path, tiny_data, override, message):
     with pytest.raises(PgolfError, match=message):
-        run_training(tiny_config(tiny_data, tmp_path, override))
+        overrides = override if isinstance(override, list) else [override]
+        run_training(tiny_config(tiny_data, tmp_path, *overrides))
 
 
 def test_resume_refuses_a_different_model(tmp_path, tiny_data):

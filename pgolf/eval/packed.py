@@ -32,7 +32,7 @@ class PackedLinear(nn.Module):
             self.register_buffer("lqer_b", b.to(device))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = int6_matmul(x, self.packed, self.scales.to(x.dtype), self.k)
+        y = int6_matmul(x, self.packed, self.scales, self.k)  # fp32 scales: no rounding to bf16
         if self.lqer:
             y = y + (x @ self.lqer_b.to(x.dtype).T) @ self.lqer_a.to(x.dtype).T
         return y

@@ -14,7 +14,7 @@ from pgolf.export.artifact import read_artifact
 from pgolf.eval.packed import swap_in_packed_layers
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.metric.valset import load_val_set
-from pgolf.model import GPT, prepare_for_device
+from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
 from pgolf.train.distributed import init_distributed, shutdown
 
 
@@ -23,7 +23,10 @@ def model_from_artifact(path: str | Path, device: torch.device, packed: bool = F
     art = read_artifact(path)
     cfg = from_dict({"model": art.model_config}, f"{path} (model config)").model
     model = prepare_for_device(GPT(cfg), device)
-    model.load_state_dict(dequantize_state_dict(art.tensors))
+    try:
+        model.load_state_dict(dequantize_state_dict(art.tensors))
+    except RuntimeError as e:  # the tensors do not fit the model the file's own config describes
+        raise PgolfError(f"{path}: its tensors do not match its model config ({str(e).splitlines()[0]})") from None
     if packed and swap_in_packed_layers(model, art.tensors) == 0:
         raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
     return model, art.meta
@@ -39,8 +42,9 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
         if not data or not tokenizer:
             raise PgolfError(f"{path} does not record its data: pass --data and --tokenizer")
         tok = load_tokenizer(tokenizer)
-        if tok.vocab_size != model.cfg.vocab_size:
-            raise PgolfError(f"tokenizer {tokenizer} has {tok.vocab_size} pieces, the model {model.cfg.vocab_size}")
+        mismatch = tokenizer_mismatch(model.cfg, tok.vocab_size, tok.bos_id)
+        if mismatch:
+            raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
         seq_len = seq_len or meta.get("seq_len")
         if not seq_len:
             raise PgolfError(f"{path} does not record its sequence length: pass --seq-len")

@@ -78,7 +78,7 @@ def _compress(stream: Stream, codec: str) -> None:
 
 
 def _plain_entry(stream_id: int, stream: Stream, arr: np.ndarray) -> dict:
-    arr = np.ascontiguousarray(arr)
+    arr = np.require(arr, requirements="C")  # not ascontiguousarray: it turns 0-d scalars into (1,)
     offset, n = stream.add(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
     return {"dtype": arr.dtype.name, "shape": list(arr.shape), "stream": stream_id, "offset": offset, "nbytes": n}
 
@@ -166,8 +166,8 @@ def read_part(entry: dict, stream: memoryview, perm: np.ndarray | None) -> np.nd
     qt = unpack(flat.reshape(cols, -1), t["bits"], rows) if t["packed"] else flat.reshape(cols, rows)
     q = np.ascontiguousarray(qt.T)
     if t["permuted"]:
-        if perm is None or len(perm) != rows:
-            raise ValueError("a permuted part without its row order")
+        if perm is None or not np.array_equal(np.sort(perm), np.arange(rows)):
+            raise ValueError("a permuted part without a valid row order (a permutation of its rows)")
         out = np.empty_like(q)
         out[perm.astype(np.int64)] = q
         q = out

@@ -86,7 +86,8 @@ class TargetByteWeights:
       leading space included. For CaseOps, whose train shards carry no sidecar, each
       piece's original bytes (operators count 0); this agrees with the sidecar except
       where a piece absorbed a whitespace run or an NFKC-folded character. Targets worth
-      0 bytes (BOS, operators) get weight 0, so they are not trained at all.
+      0 bytes (BOS, operators) are clamped to 1: the metric still scores their CE, so
+      they must keep training (weight 0 would let every other row push them down).
     - "bytes_pr1519": the PR's definition, max(base_bytes[t], 1) from the tokenizer's
       plain LUT: no leading-space byte, and 0-byte targets clamped to 1 (so BOS trains).
 
@@ -109,7 +110,7 @@ class TargetByteWeights:
 
     def __call__(self, prev: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         if self.mode == "bytes":
-            return self.lut.target_bytes(prev, tgt).float()
+            return self.lut.target_bytes(prev, tgt).float().clamp_min(1.0)
         return self.lut.base_bytes[tgt].float().clamp_min(1.0)
 
 

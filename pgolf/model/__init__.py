@@ -1,5 +1,5 @@
-"""Models. `GPT` is the challenge baseline; its pieces (attention, MLP, block) are separate
-modules so that variants reuse them."""
-from pgolf.model.gpt import CONTROL_PARAM_PATTERNS, GPT, is_control, prepare_for_device
+"""Models. `GPT` is the challenge baseline and its variants (GatedDeltaNet, hybrids); its pieces
+(attention, GatedDeltaNet, MLP, block, embeddings) are separate modules so that variants reuse them."""
+from pgolf.model.gpt import CONTROL_PARAM_PATTERNS, GPT, is_control, prepare_for_device, tokenizer_mismatch
 
-__all__ = ["GPT", "CONTROL_PARAM_PATTERNS", "is_control", "prepare_for_device"]
+__all__ = ["GPT", "CONTROL_PARAM_PATTERNS", "is_control", "prepare_for_device", "tokenizer_mismatch"]

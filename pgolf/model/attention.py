@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
+from pgolf.model.segments import DocSegments
 
 
 class CausalSelfAttention(nn.Module):
@@ -21,7 +22,7 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
         self.rotary = Rotary(self.head_dim, rope_base)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:
         b, t, d = x.shape
         q = self.c_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
         k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, hd]
@@ -30,5 +31,9 @@ class CausalSelfAttention(nn.Module):
         cos, sin = self.rotary(t, x.device, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads)
+        gqa = self.num_kv_heads != self.num_heads
+        if segments is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:  # block-diagonal causal: a dense mask, so the math/efficient kernels, not flash
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=segments.attention_mask(), enable_gqa=gqa)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))

@@ -1,8 +1,13 @@
-"""The challenge's baseline language model (spec §4.1), built from small modules.
+"""The language model: the challenge's baseline (spec §4.1) and its variants, from small modules.
 
-tok_emb -> RMSNorm -> x0; encoder blocks push their outputs, decoder blocks first add
-skip_weights[i] * pop() (U-Net skips); final RMSNorm -> tied head -> softcap c*tanh(z/c)
--> cross-entropy in fp32.
+tok_emb (+ BigramHash) -> RMSNorm (-> SmearGate) -> x0; blocks of (mixer, relu² MLP) with
+the baseline's residual mixing; with U-Net skips, encoder blocks push their outputs and
+decoder blocks first add skip_weights[i] * pop(); final RMSNorm -> tied head -> softcap
+c*tanh(z/c) -> cross-entropy in fp32.
+
+The mixer is attention (arch "transformer") or GatedDeltaNet (arch "gdn", optionally with
+some attention layers and K/V sharing, spec §6.1). With doc_isolation, the model finds
+the documents in its input (BOS) and nothing crosses from one into the next.
 """
 from __future__ import annotations
 
@@ -10,19 +15,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgolf.config import ModelConfig
+from pgolf.config import ModelConfig, attention_layers
 from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.block import Block
+from pgolf.model.embeddings import BigramHash, SmearGate
+from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import ReluSquaredMLP
+from pgolf.model.segments import DocSegments
 from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
 # Low-dimensional "control" parameters: Adam (not Muon), fp32 always, kept unquantized on export.
-CONTROL_PARAM_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights")
+CONTROL_PARAM_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "smear.gate",
+                          "bigram.scale", "A_log", "dt_bias")
 
 
 def is_control(name: str) -> bool:
     return any(p in name for p in CONTROL_PARAM_PATTERNS)
+
+
+def tokenizer_mismatch(cfg: ModelConfig, vocab_size: int, bos_id: int) -> str | None:
+    """Why a tokenizer cannot feed this model, or None."""
+    if vocab_size != cfg.vocab_size:
+        return f"model.vocab_size (VOCAB_SIZE)={cfg.vocab_size}, but the tokenizer has {vocab_size} pieces"
+    if cfg.doc_isolation and bos_id != cfg.bos_id:
+        return f"model.bos_id (BOS_ID)={cfg.bos_id}, but the tokenizer's BOS is {bos_id} (doc_isolation splits there)"
+    return None
+
+
+def build_mixers(cfg: ModelConfig) -> list[nn.Module]:
+    """One sequence mixer per layer; GDN layers share K/V within groups of kv_share_stride."""
+    attn = attention_layers(cfg)
+    mixers: list[nn.Module] = []
+    for i in range(cfg.num_layers):
+        if i in attn:
+            mixers.append(CausalSelfAttention(cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base,
+                                              cfg.qk_gain_init))
+            continue
+        owner = mixers[i - i % cfg.kv_share_stride] if i % cfg.kv_share_stride else None
+        mixers.append(GatedDeltaNet(cfg.model_dim, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size,
+                                    cfg.gdn_chunk_size, owner if isinstance(owner, GatedDeltaNet) else None))
+    return mixers
 
 
 class GPT(nn.Module):
@@ -31,14 +64,13 @@ class GPT(nn.Module):
         self.cfg = cfg
         d = cfg.model_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
-        self.num_encoder_layers = cfg.num_layers // 2
+        self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.trigram) if cfg.bigram_buckets
+                       else None)
+        self.smear = SmearGate(d) if cfg.smear_gate else None
+        self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else cfg.num_layers
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
         self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), d))
-        self.blocks = nn.ModuleList(
-            Block(d, CausalSelfAttention(d, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base, cfg.qk_gain_init),
-                  ReluSquaredMLP(d, cfg.mlp_mult))
-            for _ in range(cfg.num_layers)
-        )
+        self.blocks = nn.ModuleList(Block(d, mixer, ReluSquaredMLP(d, cfg.mlp_mult)) for mixer in build_mixers(cfg))
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.head_input = nn.Identity()  # a hook point: the head's input (GPTQ's Hessian for the head)
         if cfg.tie_embeddings:
@@ -46,16 +78,23 @@ class GPT(nn.Module):
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """Final-normed hidden states [B, T, D]."""
-        x = rms_norm(self.tok_emb(input_ids))
+        segments = DocSegments.from_tokens(input_ids, self.cfg.bos_id) if self.cfg.doc_isolation else None
+        x = self.tok_emb(input_ids)
+        if self.bigram is not None:
+            x = x + self.bigram(input_ids, segments).to(x.dtype)
+        x = rms_norm(x)
+        if self.smear is not None:
+            x = self.smear(x, segments)
         x0 = x
         skips = []
         for block in self.blocks[: self.num_encoder_layers]:
-            x = block(x, x0)
-            skips.append(x)
+            x = block(x, x0, segments)
+            if self.num_decoder_layers:
+                skips.append(x)
         for i, block in enumerate(self.blocks[self.num_encoder_layers:]):
             if skips:
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0)
+            x = block(x, x0, segments)
         return self.head_input(rms_norm(x))
 
     def logits(self, hidden: Tensor) -> Tensor:

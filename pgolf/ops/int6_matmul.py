@@ -2,8 +2,8 @@
 
 W [N, K] is held as int6 codes packed 4 in 3 bytes along K (pgolf.quant.packing) with an
 fp16/fp32 scale per row. Paths, by where the op runs and how big M is:
-- CUDA, M <= 16: the CUDA kernel (pgolf._C, csrc/int6_matmul.cu) when built, else Triton;
-  PGOLF_INT6_BACKEND=triton|cuda forces one
+- CUDA, M <= 16, bf16 activations: the CUDA kernel (pgolf._C, csrc/int6_matmul.cu) when
+  built, else Triton; PGOLF_INT6_BACKEND=triton|cuda forces one (cuda refuses what it cannot run)
 - CUDA, 16 < M < 2048: the Triton kernel (kernels/int6_matmul.py)
 - CUDA, M >= 2048: unpack to bf16 once and use cuBLAS, which is compute-bound there anyway
 - CPU: the reference (under TRITON_INTERPRET=1, the Triton kernel)
@@ -63,7 +63,7 @@ def _cuda_ext():
 
 
 def _dequant_matmul(x: Tensor, packed: Tensor, scales: Tensor, k: int) -> Tensor:
-    w = (unpack_int6(packed, k).to(x.dtype) * scales.to(x.dtype)[:, None])
+    w = (unpack_int6(packed, k).float() * scales.float()[:, None]).to(x.dtype)  # one rounding, as the dense path
     return x @ w.T
 
 
@@ -73,7 +73,11 @@ def int6_matmul_op(x: Tensor, packed: Tensor, scales: Tensor, k: int) -> Tensor:
     backend = os.environ.get("PGOLF_INT6_BACKEND", "")
     if x.is_cuda:
         ext = _cuda_ext()
-        if ext is not None and backend != "triton" and (m <= SMALL_M or backend == "cuda"):
+        fits_ext = ext is not None and x.dtype == torch.bfloat16 and 0 < m <= SMALL_M and packed.is_cuda
+        if backend == "cuda" and not fits_ext:
+            raise ValueError(f"PGOLF_INT6_BACKEND=cuda needs the built extension, bf16 activations and "
+                             f"1 <= M <= {SMALL_M} rows; got M={m}, {x.dtype}")
+        if fits_ext and backend != "triton":
             return ext(x.contiguous(), packed, scales.float().contiguous(), k)
         if m >= LARGE_M and backend == "":
             return _dequant_matmul(x, packed, scales, k)

@@ -1,9 +1,11 @@
-"""Parameter groups and optimizers for the baseline (spec §4.2).
+"""Parameter groups and optimizers (spec §4.2, extended to every model variant).
 
-- Muon: 2-D matrices inside the blocks (not control parameters), banked by shape
-- Adam: the token embedding (tied or not), the untied head, and every control/low-dim
-  parameter plus the skip weights
-Each param group records its `base_lr`; the trainer scales all of them by the schedule.
+- Muon: 2-D matrices that are not embeddings or control parameters (block matrices, the
+  BigramHash projection), banked by shape
+- Adam: the token embeddings (tok_emb, the BigramHash table), the untied head, and every
+  control / low-dim / conv parameter plus the skip weights
+Every parameter lands in exactly one group. Each param group records its `base_lr`; the
+trainer scales all of them by the schedule.
 """
 from __future__ import annotations
 
@@ -13,13 +15,20 @@ from pgolf.config import OptimConfig
 from pgolf.model.gpt import GPT, is_control
 from pgolf.optim.muon import Muon
 
+EMBEDDING_PARAMS = ("tok_emb.weight", "bigram.table.weight")
+
 
 def build_optimizers(model: GPT, cfg: OptimConfig) -> tuple[list[torch.optim.Optimizer], Muon]:
-    matrices, scalars = [], []
-    for name, p in model.blocks.named_parameters():
-        (matrices if p.ndim == 2 and not is_control(name) else scalars).append(p)
-    if model.skip_weights.numel():
-        scalars.append(model.skip_weights)
+    embeddings, matrices, scalars = [], [], []
+    for name, p in model.named_parameters():
+        if name in EMBEDDING_PARAMS:
+            embeddings.append(p)
+        elif name == "lm_head.weight" or (name == "skip_weights" and not p.numel()):
+            continue
+        elif p.ndim == 2 and not is_control(name):
+            matrices.append(p)
+        else:
+            scalars.append(p)
     fused = model.tok_emb.weight.is_cuda
 
     def adam(params, lr):
@@ -32,7 +41,7 @@ def build_optimizers(model: GPT, cfg: OptimConfig) -> tuple[list[torch.optim.Opt
                 row_normalize=cfg.muon_row_normalize, weight_decay=cfg.muon_wd, sharded=cfg.muon_sharded)
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
-    optimizers = [adam([model.tok_emb.weight], token_lr), muon, adam(scalars, cfg.scalar_lr)]
+    optimizers = [adam(embeddings, token_lr), muon, adam(scalars, cfg.scalar_lr)]
     if model.lm_head is not None:
         optimizers.insert(1, adam([model.lm_head.weight], cfg.head_lr))
     return optimizers, muon

@@ -112,11 +112,24 @@ class Muon(torch.optim.Optimizer):
             out = torch.empty(size, *bank.shape, device=full.device)
             self._pending_grads[i] = (out, dist.reduce_scatter_tensor(out, full, op=dist.ReduceOp.AVG, async_op=True))
 
+    def reduced_grads(self) -> list[Tensor] | None:
+        """Sharded mode across ranks: this rank's averaged gradient shards, once the reduce-scatters
+        are done (padding rows are zero, every matrix lies in exactly one rank's shard); None
+        otherwise. Gradient clipping scales these in place."""
+        if not self._pending_grads:
+            return None
+        for out, handle in self._pending_grads.values():
+            if handle is not None:
+                handle.wait()
+        self._pending_grads = {i: (out, None) for i, (out, _) in self._pending_grads.items()}
+        return [out for out, _ in self._pending_grads.values()]
+
     def _grad_shard(self, i: int, bank: _Bank) -> Tensor:
         size, lo, hi = self._shard(bank)
         if i in self._pending_grads:
             out, handle = self._pending_grads.pop(i)
-            handle.wait()
+            if handle is not None:
+                handle.wait()
             return out
         if self.sharded and self._world()[0] > 1:
             raise RuntimeError("sharded Muon: call launch_reduce_scatters() after backward, before step()")

@@ -35,21 +35,51 @@ class Encoded:
         return LQER_PARTS <= set(self.parts)
 
 
+_MAX_NUMEL = 1 << 34
+_PART_DTYPES = {  # numpy dtype kinds/sizes each part may have in a file
+    "data": {"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "b1"},
+    "q": {"i1"}, "scale": {"f2", "f4"},
+    "lqer_a": {"i1"}, "lqer_b": {"i1"}, "lqer_a_scale": {"f2", "f4"}, "lqer_b_scale": {"f2", "f4"},
+}
+
+
+def _part_shapes(e: Encoded) -> dict[str, tuple[int, ...]]:
+    """The shape each part must have, given the tensor's shape (and the LQER rank it claims)."""
+    if e.scheme == "raw":
+        return {"data": e.shape}
+    shapes = {"q": e.shape, "scale": (e.shape[0],) if e.scheme == "int_row" else (1,)}
+    if e.scheme == "int_row" and LQER_PARTS <= set(e.parts):
+        from pgolf.quant.lqer import GROUP
+
+        rows, cols = e.shape
+        a = e.parts["lqer_a"]
+        rank = a.shape[1] if a.ndim == 2 and a.shape[1] > 0 else -1
+        shapes.update(lqer_a=(rows, rank), lqer_a_scale=(1,), lqer_b=(rank * cols,),
+                      lqer_b_scale=(rank * cols // GROUP if (rank * cols) % GROUP == 0 else -1,))
+    return shapes
+
+
 def check_encoded(name: str, e: Encoded) -> None:
-    """Raise ValueError unless `e` is well formed (it may come from a file)."""
+    """Raise ValueError unless `e` is well formed: it may come from a file, and nothing malformed
+    may reach decode (which would fail late, allocate absurdly or load garbage)."""
     base = set(e.parts) - (LQER_PARTS if e.scheme == "int_row" else set())
     if e.dtype not in TENSOR_DTYPES or e.scheme not in _PARTS or base != _PARTS[e.scheme]:
         raise ValueError(f"tensor {name}: unknown dtype {e.dtype!r}, scheme {e.scheme!r} or parts {sorted(e.parts)}")
+    if e.scheme == "int_row" and set(e.parts) & LQER_PARTS and not LQER_PARTS <= set(e.parts):
+        raise ValueError(f"tensor {name}: incomplete LQER parts {sorted(set(e.parts) & LQER_PARTS)}")
+    if (not all(type(d) is int and d >= 0 for d in e.shape) or len(e.shape) > 8
+            or int(np.prod(e.shape, dtype=np.float64)) > _MAX_NUMEL):
+        raise ValueError(f"tensor {name}: bad shape {e.shape}")
+    if e.scheme == "int_row" and len(e.shape) != 2:
+        raise ValueError(f"tensor {name}: scheme int_row needs a 2-D shape, got {e.shape}")
     if e.scheme != "raw" and not 2 <= e.bits <= 8:
         raise ValueError(f"tensor {name}: {e.bits}-bit codes")
-    numel = int(np.prod(e.shape, dtype=np.int64))
-    main = e.parts.get("data", e.parts.get("q"))
-    if main.size != numel:
-        raise ValueError(f"tensor {name}: {main.size} stored values for shape {e.shape}")
-    if e.scheme == "int_row" and (len(e.shape) != 2 or e.parts["scale"].size != e.shape[0]):
-        raise ValueError(f"tensor {name}: {e.parts['scale'].size} scales for scheme int_row and shape {e.shape}")
-    if e.scheme == "int_tensor" and e.parts["scale"].size != 1:
-        raise ValueError(f"tensor {name}: int_tensor needs exactly one scale")
+    for part, shape in _part_shapes(e).items():
+        arr = e.parts[part]
+        if not isinstance(arr, np.ndarray) or f"{arr.dtype.kind}{arr.dtype.itemsize}" not in _PART_DTYPES[part]:
+            raise ValueError(f"tensor {name}: part {part} has dtype {getattr(arr, 'dtype', type(arr))}")
+        if arr.shape != tuple(shape):
+            raise ValueError(f"tensor {name}: part {part} has shape {arr.shape}, expected {tuple(shape)}")
     if e.scheme != "raw":
         limit = (1 << (e.bits - 1)) - 1
         q = e.parts["q"]

@@ -16,8 +16,8 @@ from pgolf.quant.rtn import levels
 
 
 def sdclip_scale(w: Tensor, bits: int, clip_sigmas: float) -> Tensor:
-    """fp16 per-row scales k·std(row)/R (a zero row gets scale 1)."""
-    std = w.float().std(dim=1, unbiased=False)
+    """fp16 per-row scales k·std(row)/R (a zero row gets scale 1); the unbiased std, as the record."""
+    std = w.float().std(dim=1)
     scale = clip_sigmas * std / levels(bits)
     return torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float16)
 

@@ -22,10 +22,11 @@ def lqer_parts(error: Tensor, rank: int) -> dict[str, np.ndarray]:
     b = vh[:rank].reshape(-1)
     if b.numel() % GROUP:
         raise ValueError(f"LQER needs rank x cols divisible by {GROUP}, got {b.numel()}")
-    a_scale = torch.clamp(a.abs().max() / 1.5, min=1e-12).to(torch.float16)
+    tiny = torch.finfo(torch.float16).tiny  # a clamp below fp16's range would round to a zero scale
+    a_scale = torch.clamp(a.abs().max() / 1.5, min=tiny).to(torch.float16)
     qa = torch.clamp(torch.round(a / a_scale.double()), -2, 1).to(torch.int8)
     groups = b.view(-1, GROUP)
-    b_scale = torch.clamp(groups.abs().amax(dim=1) / 7.5, min=1e-12).to(torch.float16)
+    b_scale = torch.clamp(groups.abs().amax(dim=1) / 7.5, min=tiny).to(torch.float16)
     qb = torch.clamp(torch.round(groups / b_scale.double()[:, None]), -8, 7).to(torch.int8).reshape(-1)
     return {"lqer_a": qa.numpy(), "lqer_a_scale": a_scale.reshape(1).numpy(),
             "lqer_b": qb.numpy(), "lqer_b_scale": b_scale.numpy()}

@@ -31,7 +31,7 @@ from pgolf.fileio import atomic_write_json
 from pgolf.metric.bpb import BPBResult
 from pgolf.metric.bytes import TargetByteWeights
 from pgolf.metric.valset import load_val_set
-from pgolf.model import GPT, prepare_for_device
+from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
 from pgolf.model.layers import CastedLinear
 from pgolf.optim.build import build_optimizers
 from pgolf.optim.muon import Muon
@@ -86,9 +86,9 @@ class Trainer:
         self.log = RunLog(self.run_dir, env.is_main, cfg.train.iterations, cfg.run.progress)
 
         tok = load_tokenizer(cfg.data.tokenizer)
-        if tok.vocab_size != cfg.model.vocab_size:
-            raise PgolfError(f"model.vocab_size (VOCAB_SIZE)={cfg.model.vocab_size} does not match the tokenizer "
-                             f"{cfg.data.tokenizer}, which has {tok.vocab_size} pieces")
+        mismatch = tokenizer_mismatch(cfg.model, tok.vocab_size, tok.bos_id)
+        if mismatch:
+            raise PgolfError(f"tokenizer {cfg.data.tokenizer}: {mismatch}")
         self.val = load_val_set(cfg.data.path, tok).to(self.device)
         self.byte_weights = (TargetByteWeights(tok, cfg.train.loss_weights).to(self.device)
                              if cfg.train.loss_weights != "none" else None)
@@ -163,14 +163,31 @@ class Trainer:
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * lr_mul
-        if cfg.optim.grad_clip_norm > 0:  # with muon_sharded, on the matrices' local gradients (as the record)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip_norm)
-        self.muon.launch_reduce_scatters()  # sharded mode: runs while the Adam steps do
+        self.muon.launch_reduce_scatters()  # sharded mode: runs while the Adam steps do (unless clipping)
+        if cfg.optim.grad_clip_norm > 0:
+            self._clip_gradients(cfg.optim.grad_clip_norm)
         for opt in self.optimizers:
             if opt is not self.muon:
                 opt.step()
         self.muon.step()
         return total / self.accum
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        """Clip by the norm of the rank-averaged gradient, the same factor on every rank. With sharded
+        Muon the matrices' averaged gradients exist only as shards: their squared norm is summed
+        across ranks (rank-local clipping would scale the replicated parameters differently per rank)."""
+        shards = self.muon.reduced_grads()
+        if shards is None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            return
+        in_muon = {id(p) for group in self.muon.param_groups for p in group["params"]}
+        others = [p.grad for p in self.model.parameters() if p.grad is not None and id(p) not in in_muon]
+        sharded_sq = torch.stack([s.float().pow(2).sum() for s in shards]).sum()
+        torch.distributed.all_reduce(sharded_sq)
+        total = (sharded_sq + sum(g.float().pow(2).sum() for g in others)).sqrt()
+        factor = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for g in [*others, *shards]:
+            g.mul_(factor.to(g.dtype))
 
     def _prime(self) -> None:
         """Real steps to compile and warm every path, then back to the exact initial state."""

@@ -12,11 +12,13 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run this directory with TRITO
 
 @pytest.fixture(autouse=True)
 def kernels_only(monkeypatch):
-    from pgolf.ops import int6_matmul, newton_schulz, softcapped_ce
+    from pgolf.ops import gdn, int6_matmul, newton_schulz, softcapped_ce
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the torch fallback ran where the Triton kernel should have")
 
     for module, name in ((softcapped_ce, "_rows_forward_torch"), (softcapped_ce, "_rows_backward_torch"),
-                         (newton_schulz, "_iterate_torch"), (int6_matmul, "int6_matmul_reference")):
+                         (newton_schulz, "_iterate_torch"), (int6_matmul, "int6_matmul_reference"),
+                         (gdn, "_chunk_forward"), (gdn, "_chunk_backward"), (gdn, "_state_pass_torch"),
+                         (gdn, "_state_pass_backward_torch")):
         monkeypatch.setattr(module, name, forbidden)

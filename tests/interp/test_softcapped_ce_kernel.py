@@ -60,3 +60,10 @@ def test_compiled_equals_eager_under_the_interpreter():
     compiled.backward()
     torch.testing.assert_close(compiled, eager)
     torch.testing.assert_close(x2.grad, x1.grad)
+
+
+def test_an_out_of_range_target_is_never_read_and_gives_nan():
+    logits = torch.randn(3, 40)
+    targets = torch.tensor([5, 40, -7])  # 40 and -7 are outside [0, 40) and not ignore_index
+    loss = softcapped_cross_entropy(logits, targets, None, 30.0, reduction="none")
+    assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all()

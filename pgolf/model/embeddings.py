@@ -1,0 +1,56 @@
+"""Additions to the token embedding: hashed n-gram embeddings and the static SmearGate (spec §5.13, §6.1)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pgolf.model.layers import CastedLinear
+from pgolf.model.segments import DocSegments, shift_within
+
+# the GDN record's hash multipliers (spec §6.1)
+_CUR, _PREV, _PREV2 = 36313, 27191, 51497
+
+
+def ngram_buckets(input_ids: Tensor, buckets: int, order: int, segments: DocSegments | None = None) -> Tensor:
+    """Hash of (t_{i−order+1}, ..., t_i) into buckets − 1 rows; positions without a full
+    n-gram (row start, or across a BOS with segments) get the last bucket."""
+    ids = input_ids.long()
+    h = _CUR * ids
+    full = torch.ones_like(ids, dtype=torch.bool)
+    for lag, mult in ((1, _PREV), (2, _PREV2))[: order - 1]:
+        h = h ^ (mult * shift_within(ids, lag, None))
+        full[:, :lag] = False
+        if segments is not None:
+            full &= segments.same_doc(lag)
+    return torch.where(full, h % (buckets - 1), buckets - 1)
+
+
+class BigramHash(nn.Module):
+    """table[bigram(i)] (+ table[trigram(i)]) -> proj to model_dim (zero-init) -> × scale (init 0.05)."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int, trigram: bool):
+        super().__init__()
+        self.buckets, self.trigram = buckets, trigram
+        self.table = nn.Embedding(buckets, dim)
+        nn.init.normal_(self.table.weight, std=0.02)
+        self.proj = CastedLinear(dim, model_dim, zero_init=True)
+        self.scale = nn.Parameter(torch.tensor(0.05, dtype=torch.float32))
+
+    def forward(self, input_ids: Tensor, segments: DocSegments | None = None) -> Tensor:
+        e = self.table(ngram_buckets(input_ids, self.buckets, 2, segments))
+        if self.trigram:
+            e = e + self.table(ngram_buckets(input_ids, self.buckets, 3, segments))
+        return self.proj(e) * self.scale.to(e.dtype)
+
+
+class SmearGate(nn.Module):
+    """x_t <- (1 − σ(g))·x_t + σ(g)·x_{t−1}, σ(g) per dimension, g init 0 (the GDN record's static form).
+    x_{t−1} is zero at a row start and, with segments, at a BOS (so no document reaches into the next)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim, dtype=torch.float32))
+
+    def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:
+        s = torch.sigmoid(self.gate).to(x.dtype)
+        return (1 - s) * x + s * shift_within(x, 1, segments)
