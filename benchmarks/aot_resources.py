@@ -2,12 +2,12 @@
 of time for sm_90a at the configurations the launchers use, then read registers, spills and
 shared memory from the cubin. This says whether a kernel fits; it says nothing about its speed.
 
-    python benchmarks/aot_resources.py [--warps 4 8]
+    python benchmarks/aot_resources.py [--warps 4 8] [--prec tf32x3 tf32]
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import re
 import shutil
 import subprocess
@@ -21,17 +21,13 @@ from triton.compiler import ASTSource
 
 from harness import header
 
-KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 # the cuobjdump Triton ships (the system CUDA's may be older than the cubins Triton writes)
 CUOBJDUMP = next((str(p) for p in [Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"]
                   if p.is_file()), shutil.which("cuobjdump") or "cuobjdump")
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"aot_{name}", KERNELS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"pgolf_kernels.{name}")
 
 
 def signature(fn, pointers: dict[str, str], ints=(), floats=()) -> dict[str, str]:

@@ -23,6 +23,7 @@ as zeros and are never stored. Chunk-major tensors ([N, C, H, D], [N, C, H], [N,
 padding rows zero) are what the state pass reads and writes. K and V pad to powers of two
 (>= 16, for tl.dot) with masks. Dots take fp32 operands (bf16 I/O is widened on load);
 PREC is their precision ("tf32x3" by default on GPU, about fp32 accuracy on tensor cores).
+Launch options (launch_options) are shared with the state pass in gdn_state.
 """
 from __future__ import annotations
 
@@ -239,18 +240,26 @@ def _wy_bwd_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, tok_ptr, len_ptr,
     _store_gate(dbeta_ptr, d_beta, tok0, n_valid, i_h, H, o_c)
 
 
-def _precision() -> str:
+def launch_options() -> dict:
+    """Dot precision and warps of every GDN kernel. Defaults on GPU: tf32x3 dots (about fp32
+    accuracy; "tf32" trades it for speed) and 8 warps, which compiled for sm_90a at C = 64,
+    K = V = 64 needs less register stack than 4 in every kernel (benchmarks/aot_resources.py).
+    PGOLF_GDN_DOT_PRECISION and PGOLF_GDN_WARPS override them for tuning."""
     if os.environ.get("TRITON_INTERPRET") == "1":
-        return "ieee"
-    return os.environ.get("PGOLF_GDN_DOT_PRECISION", "tf32x3")
+        return dict(PREC="ieee", num_warps=1)
+    prec = os.environ.get("PGOLF_GDN_DOT_PRECISION", "tf32x3")
+    warps = os.environ.get("PGOLF_GDN_WARPS", "8")
+    if prec not in ("ieee", "tf32", "tf32x3") or warps not in ("1", "2", "4", "8", "16"):
+        raise ValueError(f"PGOLF_GDN_DOT_PRECISION={prec!r} / PGOLF_GDN_WARPS={warps!r}: "
+                         "expected ieee|tf32|tf32x3 and 1|2|4|8|16")
+    return dict(PREC=prec, num_warps=int(warps))
 
 
 def _meta(c: int, k: int, v: int) -> dict:
     if c < 16 or c & (c - 1):
         raise ValueError(f"the Triton GDN scan needs a power-of-two chunk size >= 16, got {c}")
     bk, bv = max(16, triton.next_power_of_2(k)), max(16, triton.next_power_of_2(v))
-    warps = 1 if os.environ.get("TRITON_INTERPRET") == "1" else 4
-    return dict(C=c, BK=bk, BV=bv, PREC=_precision(), num_warps=warps)
+    return dict(C=c, BK=bk, BV=bv, **launch_options())
 
 
 def wy_forward(k, v, g, beta, chunk_tok, chunk_len, chunk: int):

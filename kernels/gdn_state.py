@@ -11,7 +11,8 @@ walks the sequence's chunks in order (forward) or in reverse (backward):
 Everything else of the scan (the per-chunk WY solve and the output products) is batched
 over chunks in pgolf.ops.gdn. Tensors are chunk-major: w, kd [N, C, H, K]; u, v_new
 [N, C, H, V]; gamma [N, H]; states [N, H, K, V]; s0 / final [S, H, K, V]; starts [S + 1].
-K and V are padded to powers of two (>= 16, for tl.dot) with masks.
+K and V are padded to powers of two (>= 16, for tl.dot) with masks. Dots run at the chunk
+kernels' precision and warps (gdn_chunk.launch_options).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from .gdn_chunk import launch_options
 
 
 @triton.jit
@@ -31,7 +34,7 @@ def _chunk_offsets(c, h, C: tl.constexpr, H, D, o_c, o_d):
 
 @triton.jit
 def _state_fwd_kernel(w_ptr, u_ptr, kd_ptr, g_ptr, s0_ptr, st_ptr, vn_ptr, fin_ptr, starts_ptr,
-                      H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                      H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
     i_s = tl.program_id(0)
     i_h = tl.program_id(1)
     o_k, o_v, o_c = tl.arange(0, BK), tl.arange(0, BV), tl.arange(0, C)
@@ -48,18 +51,18 @@ def _state_fwd_kernel(w_ptr, u_ptr, kd_ptr, g_ptr, s0_ptr, st_ptr, vn_ptr, fin_p
         o_ck = _chunk_offsets(c, i_h, C, H, K, o_c, o_k)
         o_cv = _chunk_offsets(c, i_h, C, H, V, o_c, o_v)
         b_w = tl.load(w_ptr + o_ck, mask=m_ck, other=0.0)
-        b_vn = tl.load(u_ptr + o_cv, mask=m_cv, other=0.0) - tl.dot(b_w, b_s)
+        b_vn = tl.load(u_ptr + o_cv, mask=m_cv, other=0.0) - tl.dot(b_w, b_s, input_precision=PREC)
         tl.store(vn_ptr + o_cv, b_vn, mask=m_cv)
         b_kd = tl.load(kd_ptr + o_ck, mask=m_ck, other=0.0)
         b_g = tl.load(g_ptr + c * H + i_h)
-        b_s = b_g * b_s + tl.dot(tl.trans(b_kd), b_vn)
+        b_s = b_g * b_s + tl.dot(tl.trans(b_kd), b_vn, input_precision=PREC)
     tl.store(fin_ptr + base + o_kv, b_s, mask=m_kv)
 
 
 @triton.jit
 def _state_bwd_kernel(w_ptr, kd_ptr, g_ptr, st_ptr, vn_ptr, starts_ptr, dvn_ptr, dst_ptr, dfin_ptr,
                       dw_ptr, du_ptr, dkd_ptr, dg_ptr, ds0_ptr,
-                      H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+                      H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
     i_s = tl.program_id(0)
     i_h = tl.program_id(1)
     o_k, o_v, o_c = tl.arange(0, BK), tl.arange(0, BV), tl.arange(0, C)
@@ -78,23 +81,20 @@ def _state_bwd_kernel(w_ptr, kd_ptr, g_ptr, st_ptr, vn_ptr, starts_ptr, dvn_ptr,
         off_st = (c * H + i_h).to(tl.int64) * K * V + o_kv
         b_st = tl.load(st_ptr + off_st, mask=m_kv, other=0.0)
         b_kd = tl.load(kd_ptr + o_ck, mask=m_ck, other=0.0)
-        b_dv = tl.load(dvn_ptr + o_cv, mask=m_cv, other=0.0) + tl.dot(b_kd, b_ds)
+        b_dv = tl.load(dvn_ptr + o_cv, mask=m_cv, other=0.0) + tl.dot(b_kd, b_ds, input_precision=PREC)
         tl.store(du_ptr + o_cv, b_dv, mask=m_cv)
-        tl.store(dw_ptr + o_ck, -tl.dot(b_dv, tl.trans(b_st)), mask=m_ck)
+        tl.store(dw_ptr + o_ck, -tl.dot(b_dv, tl.trans(b_st), input_precision=PREC), mask=m_ck)
         b_vn = tl.load(vn_ptr + o_cv, mask=m_cv, other=0.0)
-        tl.store(dkd_ptr + o_ck, tl.dot(b_vn, tl.trans(b_ds)), mask=m_ck)
+        tl.store(dkd_ptr + o_ck, tl.dot(b_vn, tl.trans(b_ds), input_precision=PREC), mask=m_ck)
         tl.store(dg_ptr + c * H + i_h, tl.sum(tl.sum(b_st * b_ds, axis=1), axis=0))
         b_w = tl.load(w_ptr + o_ck, mask=m_ck, other=0.0)
         b_g = tl.load(g_ptr + c * H + i_h)
-        b_ds = tl.load(dst_ptr + off_st, mask=m_kv, other=0.0) + b_g * b_ds - tl.dot(tl.trans(b_w), b_dv)
+        b_ds = tl.load(dst_ptr + off_st, mask=m_kv, other=0.0) + b_g * b_ds - tl.dot(tl.trans(b_w), b_dv, input_precision=PREC)
     tl.store(ds0_ptr + base + o_kv, b_ds, mask=m_kv)
 
 
-def _blocks(k: int, v: int) -> tuple[int, int, int]:
-    bk, bv = max(16, triton.next_power_of_2(k)), max(16, triton.next_power_of_2(v))
-    # one head's K x V state lives in registers: 4 warps for 64 x 64, more for wider heads
-    warps = 1 if os.environ.get("TRITON_INTERPRET") == "1" else (4 if bk * bv <= 64 * 64 else 8)
-    return bk, bv, warps
+def _blocks(k: int, v: int) -> tuple[int, int]:
+    return max(16, triton.next_power_of_2(k)), max(16, triton.next_power_of_2(v))
 
 
 def state_pass_forward(w, u, kd, gamma, s0, starts):
@@ -105,9 +105,9 @@ def state_pass_forward(w, u, kd, gamma, s0, starts):
     v_new = torch.empty_like(u)
     states = torch.empty(n, h, k, v, device=w.device, dtype=w.dtype)
     final = torch.empty_like(s0)
-    bk, bv, warps = _blocks(k, v)
+    bk, bv = _blocks(k, v)
     _state_fwd_kernel[(s0.shape[0], h)](w, u, kd, gamma, s0, states, v_new, final, starts.contiguous(),
-                                        h, k, v, C=c, BK=bk, BV=bv, num_warps=warps)
+                                        h, k, v, C=c, BK=bk, BV=bv, **launch_options())
     return v_new, states, final
 
 
@@ -118,8 +118,8 @@ def state_pass_backward(w, kd, gamma, states, v_new, starts, d_vnew, d_states, d
     dw, du, dkd = torch.empty_like(args[0]), torch.empty_like(args[4]), torch.empty_like(args[1])
     dgamma = torch.empty_like(args[2])
     ds0 = torch.empty_like(d_final)
-    bk, bv, warps = _blocks(k, v)
+    bk, bv = _blocks(k, v)
     _state_bwd_kernel[(d_final.shape[0], h)](*args, starts.contiguous(), d_vnew.contiguous(), d_states.contiguous(),
                                              d_final.contiguous(), dw, du, dkd, dgamma, ds0,
-                                             h, k, v, C=c, BK=bk, BV=bv, num_warps=warps)
+                                             h, k, v, C=c, BK=bk, BV=bv, **launch_options())
     return dw, du, dkd, dgamma, ds0

@@ -136,3 +136,16 @@ def test_mismatched_shapes_are_rejected():
     (q, k, v, g, beta), _ = problem()
     with pytest.raises(ValueError, match="expected q, k"):
         gdn_chunk_scan(q, k[:, :-1], v, g, beta)
+
+
+def test_kernel_launch_options_reject_bad_tuning_variables(monkeypatch):
+    gdn_chunk = pytest.importorskip("pgolf_kernels.gdn_chunk")
+    for var in ("TRITON_INTERPRET", "PGOLF_GDN_WARPS", "PGOLF_GDN_DOT_PRECISION"):
+        monkeypatch.delenv(var, raising=False)
+    assert gdn_chunk.launch_options() == {"PREC": "tf32x3", "num_warps": 8}
+    monkeypatch.setenv("PGOLF_GDN_WARPS", "4")
+    monkeypatch.setenv("PGOLF_GDN_DOT_PRECISION", "tf32")
+    assert gdn_chunk.launch_options() == {"PREC": "tf32", "num_warps": 4}
+    monkeypatch.setenv("PGOLF_GDN_WARPS", "six")
+    with pytest.raises(ValueError, match="PGOLF_GDN_WARPS"):
+        gdn_chunk.launch_options()
