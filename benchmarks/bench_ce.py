@@ -15,13 +15,11 @@ the same run, and peak memory for the fused form.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from harness import header, median_seconds, sync
+from harness import kernel_bench_args, median_seconds, sync
 from pgolf.ops import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
 SOFTCAP = 30.0
@@ -68,12 +66,7 @@ def liger_ce():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--small", action="store_true", help="tiny shapes (to check the script on a CPU)")
-    args = ap.parse_args()
-    dev = torch.device(args.device)
-    print(header("python " + " ".join(sys.argv)))
+    args, dev = kernel_bench_args()
     shapes = [(512, 1024), (512, 8192)] if args.small else [(n, v) for n in (65_536, 98_304) for v in (1024, 8192)]
     d = 64 if args.small else 512
     dtype = torch.bfloat16

@@ -26,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from harness import header, median_seconds, sync
+from harness import kernel_bench_args, median_seconds, sync
 
 
 def inputs(b, t, h, d, device, dtype=torch.bfloat16, seed=0):
@@ -130,13 +130,9 @@ def first_step_seconds(fn: str, factory: bool, b: int, t: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--small", action="store_true", help="tiny shapes (to check the script on a CPU)")
     ap.add_argument("--tokens", type=int, default=98_304)
     ap.add_argument("--no-first-step", action="store_true")
-    args = ap.parse_args()
-    dev = torch.device(args.device)
-    print(header("python " + " ".join(sys.argv)))
+    args, dev = kernel_bench_args(ap)
     fla = fla_scan() if dev.type == "cuda" else None
     print(f"fla: {'present' if fla else 'not installed (no fla column)'}")
     shapes = [(2, 128)] if args.small else [(args.tokens // t, t) for t in (1024, 2048)]

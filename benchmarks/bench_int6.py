@@ -9,22 +9,15 @@ PGOLF_INT6_BACKEND=triton|cuda forces one. Median ms of repeats, ratios in the s
 """
 from __future__ import annotations
 
-import argparse
-import sys
 
 import torch
 
-from harness import header, median_seconds
+from harness import kernel_bench_args, median_seconds
 from pgolf.ops.int6_matmul import int6_matmul, pack_int6, unpack_int6
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--small", action="store_true")
-    args = ap.parse_args()
-    dev = torch.device(args.device)
-    print(header("python " + " ".join(sys.argv)))
+    args, dev = kernel_bench_args()
     ms = [1, 16, 64] if args.small else [1, 16, 64, 256, 4096, 98_304]
     print("| M | K x N | int6_matmul ms | dequant + matmul ms | bf16 matmul ms | vs dequant | vs bf16 |")
     print("|---:|---|---:|---:|---:|---:|---:|")

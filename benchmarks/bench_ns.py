@@ -12,12 +12,10 @@ bf16 matmul peak measured in the same run.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 
 import torch
 
-from harness import header, median_seconds
+from harness import kernel_bench_args, median_seconds
 from pgolf.ops.newton_schulz import _iterate_torch, coefficient_schedule, newton_schulz
 from pgolf.optim.muon import Muon
 
@@ -40,12 +38,7 @@ def matmul_peak(device) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--small", action="store_true")
-    args = ap.parse_args()
-    dev = torch.device(args.device)
-    print(header("python " + " ".join(sys.argv)))
+    args, dev = kernel_bench_args()
     banks = [(b, m // 8, n // 8) for b, m, n in RECORD_BANKS] if args.small else RECORD_BANKS
     peak = matmul_peak(dev) if not args.small else float("nan")
     print(f"bf16 matmul peak (8192³): {peak:.0f} TFLOP/s\n")

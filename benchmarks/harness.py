@@ -1,10 +1,12 @@
 """Tiny timing harness shared by the benchmarks: median of repeats plus run metadata."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -53,3 +55,13 @@ def commit() -> str:
 def header(command: str) -> str:
     return (f"device: {device_name()} | date: {datetime.date.today()} | commit: {commit()} | "
             f"torch {torch.__version__} | command: `{command}`")
+
+
+def kernel_bench_args(ap: argparse.ArgumentParser | None = None) -> tuple[argparse.Namespace, torch.device]:
+    """--device and --small for a kernel benchmark (plus what `ap` already has); prints the header."""
+    ap = ap or argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--small", action="store_true", help="tiny shapes (to check the script on a CPU)")
+    args = ap.parse_args()
+    print(header("python " + " ".join(sys.argv)))
+    return args, torch.device(args.device)

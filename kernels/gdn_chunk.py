@@ -87,12 +87,18 @@ def _unit_lower_inverse(a, o_c, LOG2C: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _wy(b_k, b_beta, gam, o_c, LOG2C: tl.constexpr, PREC: tl.constexpr):
-    """(D, KKᵀ, T) of one chunk."""
+def _wy_chunk(k_ptr, v_ptr, g_ptr, beta_ptr, tok0, n_valid, i_h, H, K, V, o_c, o_k, o_v,
+              LOG2C: tl.constexpr, PREC: tl.constexpr):
+    """One chunk's K, V, β, Γ (cumulative gates), D, KKᵀ and T: what the WY forward and its
+    backward both start from."""
+    b_k = _load_rows(k_ptr, tok0, n_valid, i_h, H, K, o_c, o_k)
+    b_v = _load_rows(v_ptr, tok0, n_valid, i_h, H, V, o_c, o_v)
+    b_beta = _load_gate(beta_ptr, tok0, n_valid, i_h, H, o_c)
+    gam = tl.cumsum(_load_gate(g_ptr, tok0, n_valid, i_h, H, o_c), 0)
     decay = _decay(gam, o_c)
     kk = tl.dot(b_k, tl.trans(b_k), input_precision=PREC)
     a = tl.where(o_c[:, None] > o_c[None, :], b_beta[:, None] * kk * decay, 0.0)
-    return decay, kk, _unit_lower_inverse(a, o_c, LOG2C, PREC)
+    return b_k, b_v, b_beta, gam, decay, kk, _unit_lower_inverse(a, o_c, LOG2C, PREC)
 
 
 @triton.jit
@@ -102,11 +108,8 @@ def _wy_fwd_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, tok_ptr, len_ptr, w_ptr, u_ptr
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     o_c, o_k, o_v = tl.arange(0, C), tl.arange(0, BK), tl.arange(0, BV)
     tok0, n_valid = tl.load(tok_ptr + i_n), tl.load(len_ptr + i_n)
-    b_k = _load_rows(k_ptr, tok0, n_valid, i_h, H, K, o_c, o_k)
-    b_v = _load_rows(v_ptr, tok0, n_valid, i_h, H, V, o_c, o_v)
-    b_beta = _load_gate(beta_ptr, tok0, n_valid, i_h, H, o_c)
-    gam = tl.cumsum(_load_gate(g_ptr, tok0, n_valid, i_h, H, o_c), 0)
-    decay, kk, t = _wy(b_k, b_beta, gam, o_c, LOG2C, PREC)
+    b_k, b_v, b_beta, gam, decay, kk, t = _wy_chunk(k_ptr, v_ptr, g_ptr, beta_ptr, tok0, n_valid, i_h, H, K, V,
+                                                   o_c, o_k, o_v, LOG2C, PREC)
     gam_last = tl.sum(tl.where(o_c == C - 1, gam, 0.0), 0)
     b_w = tl.dot(t, (b_beta * tl.exp(gam))[:, None] * b_k, input_precision=PREC)
     b_u = tl.dot(t, b_beta[:, None] * b_v, input_precision=PREC)
@@ -188,11 +191,8 @@ def _wy_bwd_kernel(k_ptr, v_ptr, g_ptr, beta_ptr, tok_ptr, len_ptr,
     i_n, i_h = tl.program_id(0), tl.program_id(1)
     o_c, o_k, o_v = tl.arange(0, C), tl.arange(0, BK), tl.arange(0, BV)
     tok0, n_valid = tl.load(tok_ptr + i_n), tl.load(len_ptr + i_n)
-    b_k = _load_rows(k_ptr, tok0, n_valid, i_h, H, K, o_c, o_k)
-    b_v = _load_rows(v_ptr, tok0, n_valid, i_h, H, V, o_c, o_v)
-    b_beta = _load_gate(beta_ptr, tok0, n_valid, i_h, H, o_c)
-    gam = tl.cumsum(_load_gate(g_ptr, tok0, n_valid, i_h, H, o_c), 0)
-    decay, kk, t = _wy(b_k, b_beta, gam, o_c, LOG2C, PREC)
+    b_k, b_v, b_beta, gam, decay, kk, t = _wy_chunk(k_ptr, v_ptr, g_ptr, beta_ptr, tok0, n_valid, i_h, H, K, V,
+                                                   o_c, o_k, o_v, LOG2C, PREC)
     e_gam = tl.exp(gam)
     gam_last = tl.sum(tl.where(o_c == C - 1, gam, 0.0), 0)
 

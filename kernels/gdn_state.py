@@ -33,19 +33,23 @@ def _chunk_offsets(c, h, C: tl.constexpr, H, D, o_c, o_d):
 
 
 @triton.jit
+def _sequence_head(starts_ptr, i_s, i_h, H, K, V, o_k, o_v):
+    """For sequence i_s, head i_h: the state block's offsets and mask, the column masks of
+    chunk blocks, the flat base of its [S, H, K, V] state, and its chunk range [c0, c1)."""
+    m_k, m_v = o_k < K, o_v < V
+    base = (i_s * H + i_h).to(tl.int64) * K * V
+    c0, c1 = tl.load(starts_ptr + i_s), tl.load(starts_ptr + i_s + 1)
+    return (o_k[:, None] * V + o_v[None, :], m_k[:, None] & m_v[None, :], m_k[None, :], m_v[None, :],
+            base, c0, c1)
+
+
+@triton.jit
 def _state_fwd_kernel(w_ptr, u_ptr, kd_ptr, g_ptr, s0_ptr, st_ptr, vn_ptr, fin_ptr, starts_ptr,
                       H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
-    i_s = tl.program_id(0)
-    i_h = tl.program_id(1)
+    i_s, i_h = tl.program_id(0), tl.program_id(1)
     o_k, o_v, o_c = tl.arange(0, BK), tl.arange(0, BV), tl.arange(0, C)
-    m_k, m_v = o_k < K, o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-    base = (i_s * H + i_h).to(tl.int64) * K * V
+    o_kv, m_kv, m_ck, m_cv, base, c0, c1 = _sequence_head(starts_ptr, i_s, i_h, H, K, V, o_k, o_v)
     b_s = tl.load(s0_ptr + base + o_kv, mask=m_kv, other=0.0)
-    c0 = tl.load(starts_ptr + i_s)
-    c1 = tl.load(starts_ptr + i_s + 1)
-    m_ck, m_cv = m_k[None, :], m_v[None, :]
     for c in range(c0, c1):
         tl.store(st_ptr + (c * H + i_h).to(tl.int64) * K * V + o_kv, b_s, mask=m_kv)
         o_ck = _chunk_offsets(c, i_h, C, H, K, o_c, o_k)
@@ -63,17 +67,10 @@ def _state_fwd_kernel(w_ptr, u_ptr, kd_ptr, g_ptr, s0_ptr, st_ptr, vn_ptr, fin_p
 def _state_bwd_kernel(w_ptr, kd_ptr, g_ptr, st_ptr, vn_ptr, starts_ptr, dvn_ptr, dst_ptr, dfin_ptr,
                       dw_ptr, du_ptr, dkd_ptr, dg_ptr, ds0_ptr,
                       H, K, V, C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
-    i_s = tl.program_id(0)
-    i_h = tl.program_id(1)
+    i_s, i_h = tl.program_id(0), tl.program_id(1)
     o_k, o_v, o_c = tl.arange(0, BK), tl.arange(0, BV), tl.arange(0, C)
-    m_k, m_v = o_k < K, o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    o_kv = o_k[:, None] * V + o_v[None, :]
-    base = (i_s * H + i_h).to(tl.int64) * K * V
+    o_kv, m_kv, m_ck, m_cv, base, c0, c1 = _sequence_head(starts_ptr, i_s, i_h, H, K, V, o_k, o_v)
     b_ds = tl.load(dfin_ptr + base + o_kv, mask=m_kv, other=0.0)
-    c0 = tl.load(starts_ptr + i_s)
-    c1 = tl.load(starts_ptr + i_s + 1)
-    m_ck, m_cv = m_k[None, :], m_v[None, :]
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
         o_ck = _chunk_offsets(c, i_h, C, H, K, o_c, o_k)

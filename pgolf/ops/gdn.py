@@ -229,21 +229,28 @@ gdn_state_pass_op.register_autograd(_state_backward, setup_context=_state_setup)
 # pgolf::gdn_chunk_scan
 
 
-def _chunk_forward(q, k, v, g, beta, s0, cu_seqlens, scale, chunk):
+def _to_chunks(xs, s0, cu_seqlens, chunk):
+    """(q, k, v, ...) [B, T, ...] -> (chunk index, sequence starts, initial states [S, H, K, V],
+    each x chunk-major [N, C, ...] in the accumulation dtype: fp64 for fp64 inputs, else fp32)."""
+    q, v = xs[0], xs[2]
     b, t, h, kdim = q.shape
-    vdim = v.shape[-1]
     index, starts = _layout(_seq_bounds(b, t, cu_seqlens), chunk, q.device)
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    flat = lambda x: x.reshape(b * t, *x.shape[2:]).to(acc)
-    qc, kc, vc, gc, bc = (_gather(flat(x), index) for x in (q, k, v, g, beta))
-    w, u, kdec, gamma, gam, decay = _prepare(kc, vc, gc, bc)
+    chunks = [_gather(x.reshape(b * t, *x.shape[2:]).to(acc), index) for x in xs]
     n_seq = starts.numel() - 1
-    init = s0.to(acc) if s0 is not None else torch.zeros(n_seq, h, kdim, vdim, dtype=acc, device=q.device)
+    init = s0.to(acc) if s0 is not None else torch.zeros(n_seq, h, kdim, v.shape[-1], dtype=acc, device=q.device)
+    return index, starts, init, chunks
+
+
+def _chunk_forward(q, k, v, g, beta, s0, cu_seqlens, scale, chunk):
+    b, t, h = q.shape[:3]
+    index, starts, init, (qc, kc, vc, gc, bc) = _to_chunks((q, k, v, g, beta), s0, cu_seqlens, chunk)
+    w, u, kdec, gamma, gam, decay = _prepare(kc, vc, gc, bc)
     v_new, states, final = gdn_state_pass_op(w, u, kdec, gamma, init, starts)
     oc = _output(qc * scale, kc, gam, decay, states, v_new)
     keep = index.reshape(-1) >= 0
-    out = oc.reshape(-1, h, vdim)[keep]  # slots in token order: sequences are contiguous, pads trail each
-    return out.reshape(b, t, h, vdim), final
+    out = oc.reshape(-1, h, v.shape[-1])[keep]  # slots in token order: sequences are contiguous, pads trail each
+    return out.reshape(b, t, h, v.shape[-1]), final
 
 
 def _check(q, k, v, g, beta, initial_state, cu_seqlens):
@@ -315,15 +322,9 @@ def _chunk_backward(q, k, v, g, beta, s0, cu_seqlens, scale, chunk, do, dfinal):
     triangular inverse (dA = −Tᵀ·dT·Tᵀ, strictly lower part), A = β·KKᵀ ⊙ D, the decay
     matrix and finally the cumulative sum of the gates.
     """
-    b, t, h, kdim = q.shape
-    vdim = v.shape[-1]
-    index, starts = _layout(_seq_bounds(b, t, cu_seqlens), chunk, q.device)
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    flat = lambda x: x.reshape(b * t, *x.shape[2:]).to(acc)
-    qc, kc, vc, gc, bc = (_gather(flat(x), index) for x in (q, k, v, g, beta))
-    doc = _gather(flat(do), index)
-    n_seq = starts.numel() - 1
-    init = s0.to(acc) if s0 is not None else torch.zeros(n_seq, h, kdim, vdim, dtype=acc, device=q.device)
+    b, t = q.shape[:2]
+    index, starts, init, (qc, kc, vc, gc, bc, doc) = _to_chunks((q, k, v, g, beta, do), s0, cu_seqlens, chunk)
+    acc = qc.dtype
 
     gam = torch.cumsum(gc, dim=1)
     gexp = gam.exp()  # Γ [N, C, H]
