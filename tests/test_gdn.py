@@ -149,3 +149,18 @@ def test_kernel_launch_options_reject_bad_tuning_variables(monkeypatch):
     monkeypatch.setenv("PGOLF_GDN_WARPS", "six")
     with pytest.raises(ValueError, match="PGOLF_GDN_WARPS"):
         gdn_chunk.launch_options()
+
+
+def test_fp64_never_reaches_the_kernels(monkeypatch):
+    """Where Triton runs, fp64 (gradcheck) must still take the torch path, state pass included:
+    the kernels compute in fp32."""
+    import pgolf.ops.gdn as gdn
+
+    def no_kernels(name):
+        raise AssertionError(f"fp64 reached the {name} kernels")
+
+    monkeypatch.setattr(gdn, "use_triton", lambda x: True)
+    monkeypatch.setattr(gdn, "kernel_module", no_kernels)
+    xs, s0 = problem(b=1, t=20, h=1, k=4, v=3, dtype=torch.float64)
+    o, final, _ = run(gdn_chunk_scan, xs, s0.double(), cotangents_for(xs, 1), chunk_size=16)
+    assert o.dtype == torch.float64

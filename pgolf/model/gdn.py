@@ -33,12 +33,12 @@ class ShortConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv1d's default
 
     def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:
-        w = self.weight.to(x.dtype)[:, 0]  # [D, size]; tap size−1 is the current token
-        size = w.shape[1]
-        y = x * w[:, size - 1]
+        w = self.weight.float()[:, 0]  # [D, size]; tap size−1 is the current token
+        xf, size = x.float(), w.shape[1]  # accumulate in fp32, as fla's conv kernel does
+        y = xf * w[:, size - 1]
         for lag in range(1, size):
-            y = y + shift_within(x, lag, segments) * w[:, size - 1 - lag]
-        return F.silu(y)
+            y = y + shift_within(xf, lag, segments) * w[:, size - 1 - lag]
+        return F.silu(y).to(x.dtype)
 
 
 class KeyValue(nn.Module):

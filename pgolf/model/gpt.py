@@ -135,9 +135,15 @@ class GPT(nn.Module):
         return {"none": rows, "sum": rows.sum(), "mean": rows.sum() / flat_w.sum()}[reduction]
 
 
+def keeps_fp32(name: str, param: torch.Tensor) -> bool:
+    """Parameters that stay fp32 in the bf16 body: control tensors and every non-matrix (vectors,
+    scalars, conv taps), whose small Adam updates bf16 would round away."""
+    return param.ndim != 2 or is_control(name)
+
+
 def prepare_for_device(model: GPT, device: torch.device) -> GPT:
     """The baseline's precision layout on CUDA: a bf16 body (tok_emb included) whose
-    linear weights and control/low-dim parameters stay fp32. On CPU everything is fp32."""
+    linear weights and control/non-matrix parameters stay fp32. On CPU everything is fp32."""
     model.to(device)
     if device.type == "cuda":
         model.bfloat16()
@@ -145,6 +151,6 @@ def prepare_for_device(model: GPT, device: torch.device) -> GPT:
             if isinstance(module, CastedLinear):
                 module.float()
         for name, param in model.named_parameters():
-            if param.ndim < 2 or is_control(name):
+            if keeps_fp32(name, param):
                 param.data = param.data.float()
     return model

@@ -37,6 +37,10 @@ from pgolf.ops.backend import kernel_module, use_triton
 DEFAULT_CHUNK = 64
 
 
+def _on_triton(q: Tensor) -> bool:
+    return use_triton(q) and q.dtype != torch.float64  # fp64 (gradcheck) stays on the torch path
+
+
 def gdn_recurrent_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
                             initial_state: Tensor | None = None, cu_seqlens: Tensor | None = None,
                             scale: float | None = None) -> tuple[Tensor, Tensor]:
@@ -177,7 +181,7 @@ def _state_pass_backward_torch(w, kd, gamma, states, v_new, starts, d_vnew, d_st
 def gdn_state_pass_op(w: Tensor, u: Tensor, kd: Tensor, gamma: Tensor, s0: Tensor,
                       starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(v_new [N, C, H, V], states at each chunk's start [N, H, K, V], final states [S, H, K, V])."""
-    if use_triton(w):
+    if _on_triton(w):
         return kernel_module("gdn_state").state_pass_forward(w, u, kd, gamma, s0, starts)
     return _state_pass_torch(w, u, kd, gamma, s0, starts)
 
@@ -193,7 +197,7 @@ def gdn_state_pass_backward_op(w: Tensor, kd: Tensor, gamma: Tensor, states: Ten
                                d_vnew: Tensor, d_states: Tensor,
                                d_final: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dw, du, dkd, dgamma, ds0): the same pass run backwards over the chunks."""
-    if use_triton(w):
+    if _on_triton(w):
         return kernel_module("gdn_state").state_pass_backward(w, kd, gamma, states, v_new, starts, d_vnew, d_states,
                                                               d_final)
     return _state_pass_backward_torch(w, kd, gamma, states, v_new, starts, d_vnew, d_states, d_final)
@@ -292,10 +296,6 @@ def _chunk_backward_triton(q, k, v, g, beta, s0, cu_seqlens, scale, chunk, do, d
                                                             d_states, dfinal.float().contiguous())
     dk, dv, dg, dbeta = kernels.wy_backward(kf, vf, gf, bf, tok, lens, dw, du, dkdec, dgamma, dk_part, dgam_part)
     return dq.view(q.shape), dk.view(k.shape), dv.view(v.shape), dg.view(g.shape), dbeta.view(beta.shape), ds0
-
-
-def _on_triton(q: Tensor) -> bool:
-    return use_triton(q) and q.dtype != torch.float64  # fp64 (gradcheck) stays on the torch path
 
 
 @torch.library.custom_op("pgolf::gdn_chunk_scan", mutates_args=())

@@ -27,6 +27,12 @@ KEEP_FLOAT_MAX_NUMEL = 65_536
 EMBEDDINGS = ("tok_emb.weight", "lm_head.weight")
 
 
+def is_coded_matrix(name: str, t: Tensor) -> bool:
+    """True for the tensors export codes with matrix_bits / embed_bits (what late QAT imitates):
+    float matrices over KEEP_FLOAT_MAX_NUMEL that are not gates."""
+    return t.is_floating_point() and t.ndim == 2 and "gate" not in name and t.numel() > KEEP_FLOAT_MAX_NUMEL
+
+
 def tensor_class(name: str) -> str:
     if name in EMBEDDINGS:
         return "embed"
@@ -69,7 +75,7 @@ def quantize_state(state: dict[str, Tensor], cfg: ExportConfig,
         elif t.numel() <= KEEP_FLOAT_MAX_NUMEL:
             stored = t.float() if is_control(name) else t.to(torch.float16)
             out[name] = Encoded("raw", dtype, tuple(t.shape), {"data": _np(stored)})
-        elif t.ndim == 2:
+        elif is_coded_matrix(name, t):
             e = _encode_matrix(name, t.float(), cfg, (hessians or {}).get(name))
             e.dtype = dtype
             out[name] = e

@@ -12,6 +12,12 @@ def test_kernels_match_the_recurrence_forward_and_backward(shape):
     assert_matches_truth(xs, s0, chunk_size=16)
 
 
+def test_the_production_shape():
+    """C = 64, K = V = 64 (the GDN record's heads), two heads, a ragged last chunk."""
+    xs, s0 = problem(b=1, t=130, h=2, k=64, v=64)
+    assert_matches_truth(xs, s0, chunk_size=64)
+
+
 def test_varlen_with_an_empty_document():
     xs, _ = problem(b=1, t=50, h=2, k=16, v=16)
     assert_matches_truth(xs, None, cu_seqlens=torch.tensor([0, 5, 5, 38, 50]), chunk_size=16)
