@@ -164,3 +164,24 @@ def test_fp64_never_reaches_the_kernels(monkeypatch):
     xs, s0 = problem(b=1, t=20, h=1, k=4, v=3, dtype=torch.float64)
     o, final, _ = run(gdn_chunk_scan, xs, s0.double(), cotangents_for(xs, 1), chunk_size=16)
     assert o.dtype == torch.float64
+
+
+def test_chunk_table_matches_its_definition():
+    """Chunk c of sequence [lo, hi): first token lo + c·C, valid length min(C, hi − lo − c·C);
+    every sequence, even an empty one, gets at least one chunk."""
+    from pgolf.ops.gdn import _chunk_table, _layout
+
+    cu, chunk = torch.tensor([0, 5, 5, 38, 40, 104]), 16
+    tok, lens, starts = _chunk_table(cu, chunk, "cpu")
+    want_tok, want_len, want_starts = [], [], [0]
+    for lo, hi in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        n = max(1, -(-(hi - lo) // chunk))
+        want_tok += [lo + c * chunk for c in range(n)]
+        want_len += [max(0, min(chunk, hi - lo - c * chunk)) for c in range(n)]
+        want_starts.append(want_starts[-1] + n)
+    assert tok.tolist() == want_tok and lens.tolist() == want_len and starts.tolist() == want_starts
+    index, _ = _layout(cu, chunk, "cpu")
+    assert index.shape == (len(want_tok), chunk)
+    assert sorted(index[index >= 0].tolist()) == list(range(104))  # every token in exactly one slot
+    with pytest.raises(ValueError, match="cu_seqlens must rise"):
+        gdn_chunk_scan(*problem(b=1, t=10, h=1, k=4, v=4)[0], cu_seqlens=torch.tensor([0, 6, 4, 10]))

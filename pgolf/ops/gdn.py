@@ -64,37 +64,41 @@ def gdn_recurrent_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Te
     return outs, torch.stack(finals)
 
 
-def _seq_bounds(b: int, t: int, cu_seqlens: Tensor | None) -> list[tuple[int, int]]:
+def _boundaries(b: int, t: int, cu_seqlens: Tensor | None) -> Tensor:
+    """The sequences' token offsets [S + 1], int64 on the CPU: the kernels' grid size must be
+    known on the host, so a GPU cu_seqlens costs one sync here."""
     if cu_seqlens is None:
-        return [(i * t, (i + 1) * t) for i in range(b)]
-    cu = [int(x) for x in cu_seqlens.tolist()]
-    if b != 1 or cu[0] != 0 or cu[-1] != t or any(x > y for x, y in zip(cu[:-1], cu[1:])):
-        raise ValueError(f"cu_seqlens must rise from 0 to T={t} and needs batch size 1, got {cu} with B={b}")
+        return torch.arange(b + 1, dtype=torch.int64) * t
+    cu = cu_seqlens.detach().to("cpu", torch.int64)
+    if b != 1 or cu.dim() != 1 or cu.numel() == 0 or cu[0] != 0 or cu[-1] != t or bool((cu[1:] < cu[:-1]).any()):
+        raise ValueError(f"cu_seqlens must rise from 0 to T={t} and needs batch size 1, "
+                         f"got {cu.tolist()} with B={b}")
+    return cu
+
+
+def _seq_bounds(b: int, t: int, cu_seqlens: Tensor | None) -> list[tuple[int, int]]:
+    cu = _boundaries(b, t, cu_seqlens).tolist()
     return list(zip(cu[:-1], cu[1:]))
 
 
-def _layout(bounds: list[tuple[int, int]], chunk: int, device) -> tuple[Tensor, Tensor]:
+def _chunk_table(cu: Tensor, chunk: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """(first token of each chunk [N], its valid length [N], first chunk of each sequence [S + 1]).
+    An empty sequence still gets one chunk (of length 0), so that its state passes through."""
+    seq_len = cu[1:] - cu[:-1]
+    n = ((seq_len + chunk - 1) // chunk).clamp_min(1)
+    starts = torch.cat([n.new_zeros(1), n.cumsum(0)])
+    seq = torch.repeat_interleave(torch.arange(n.numel()), n)  # the sequence of each chunk
+    j = torch.arange(int(starts[-1])) - starts[seq]  # the chunk's place in its sequence
+    tok, lens = cu[:-1][seq] + j * chunk, (seq_len[seq] - j * chunk).clamp(0, chunk)
+    return tok.to(device), lens.to(device=device, dtype=torch.int32), starts.to(device)
+
+
+def _layout(cu: Tensor, chunk: int, device) -> tuple[Tensor, Tensor]:
     """(token index of each chunk slot [N, C], -1 for padding; first chunk of each sequence [S + 1])."""
-    rows, starts = [], [0]
-    for lo, hi in bounds:
-        n = max(1, -(-(hi - lo) // chunk))
-        idx = torch.arange(lo, lo + n * chunk)
-        idx[idx >= hi] = -1
-        rows.append(idx.view(n, chunk))
-        starts.append(starts[-1] + n)
-    return torch.cat(rows).to(device), torch.tensor(starts, dtype=torch.int64, device=device)
-
-
-def _chunk_table(bounds: list[tuple[int, int]], chunk: int, device) -> tuple[Tensor, Tensor, Tensor]:
-    """(first token of each chunk [N], its valid length [N], first chunk of each sequence [S + 1])."""
-    tok, lens, starts = [], [], [0]
-    for lo, hi in bounds:
-        n = max(1, -(-(hi - lo) // chunk))
-        tok.extend(range(lo, lo + n * chunk, chunk))
-        lens.extend(min(chunk, hi - lo - j * chunk) if hi > lo else 0 for j in range(n))
-        starts.append(starts[-1] + n)
-    as_tensor = lambda x, dt: torch.tensor(x, dtype=dt, device=device)
-    return as_tensor(tok, torch.int64), as_tensor(lens, torch.int32), as_tensor(starts, torch.int64)
+    tok, lens, starts = _chunk_table(cu, chunk, "cpu")
+    slot = torch.arange(chunk)
+    index = torch.where(slot[None, :] < lens[:, None], tok[:, None] + slot[None, :], -1)
+    return index.to(device), starts.to(device)
 
 
 def _gather(x: Tensor, index: Tensor) -> Tensor:
@@ -238,7 +242,7 @@ def _to_chunks(xs, s0, cu_seqlens, chunk):
     each x chunk-major [N, C, ...] in the accumulation dtype: fp64 for fp64 inputs, else fp32)."""
     q, v = xs[0], xs[2]
     b, t, h, kdim = q.shape
-    index, starts = _layout(_seq_bounds(b, t, cu_seqlens), chunk, q.device)
+    index, starts = _layout(_boundaries(b, t, cu_seqlens), chunk, q.device)
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     chunks = [_gather(x.reshape(b * t, *x.shape[2:]).to(acc), index) for x in xs]
     n_seq = starts.numel() - 1
@@ -268,7 +272,7 @@ def _check(q, k, v, g, beta, initial_state, cu_seqlens):
 
 def _triton_inputs(q, k, v, g, beta, s0, cu_seqlens, chunk):
     b, t, h, kdim = q.shape
-    tok, lens, starts = _chunk_table(_seq_bounds(b, t, cu_seqlens), chunk, q.device)
+    tok, lens, starts = _chunk_table(_boundaries(b, t, cu_seqlens), chunk, q.device)
     flat = [x.reshape(b * t, *x.shape[2:]).contiguous() for x in (q, k, v, g, beta)]
     n_seq = starts.numel() - 1
     init = s0.float().contiguous() if s0 is not None else q.new_zeros(n_seq, h, kdim, v.shape[-1],
