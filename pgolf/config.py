@@ -80,6 +80,7 @@ class OptimConfig:
     beta1: float = setting(0.9, "BETA1")
     beta2: float = setting(0.95, "BETA2")
     adam_eps: float = setting(1e-8, "ADAM_EPS")
+    adam_wd: float = setting(0.0, "ADAM_WD", help="decoupled weight decay (AdamW) on every Adam group")
     grad_clip_norm: float = setting(0.0, "GRAD_CLIP_NORM", help="0 disables")
 
 

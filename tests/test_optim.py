@@ -72,6 +72,22 @@ def test_parameter_groups_of_the_baseline():
     assert owned == {id(p) for p in model.parameters()}  # every parameter, exactly one optimizer
 
 
+@pytest.mark.parametrize("wd", [0.0, 0.04])
+def test_adam_groups_decay_decoupled(wd):
+    """ADAM_WD (the GDN record's AdamW 0.04): with no gradient signal, p <- p·(1 − lr·wd); 0 is plain Adam."""
+    cfg = load_config("smoke", ["model.num_layers=1", "model.model_dim=64", f"optim.adam_wd={wd}"], env={})
+    model = GPT(cfg.model)
+    tok, _, scalars = build_optimizers(model, cfg.optim)[0]
+    before = [p.detach().clone() for p in scalars.param_groups[0]["params"]]
+    for p in scalars.param_groups[0]["params"]:
+        p.grad = torch.zeros_like(p)
+    scalars.step()
+    lr = scalars.param_groups[0]["lr"]
+    for b, p in zip(before, scalars.param_groups[0]["params"]):
+        torch.testing.assert_close(p.detach(), b * (1 - lr * wd), rtol=0, atol=1e-7)
+    assert load_config("gdn", env={}).optim.adam_wd == 0.04
+
+
 def test_step_based_warmdown_and_warmup():
     cfg = load_config("smoke", ["train.iterations=100", "train.warmdown_iters=20", "train.lr_warmup_steps=10"], env={}).train
     s = LRSchedule.from_config(cfg)

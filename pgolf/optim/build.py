@@ -2,7 +2,7 @@
 
 - Muon: 2-D matrices that are not embeddings or control parameters (block matrices, the
   BigramHash projection), banked by shape
-- Adam: the token embeddings (tok_emb, the BigramHash table), the untied head, and every
+- Adam (AdamW: decoupled decay `adam_wd`, default 0): the token embeddings (tok_emb, the BigramHash table), the untied head, and every
   control / low-dim / conv parameter plus the skip weights
 Every parameter lands in exactly one group. Each param group records its `base_lr`; the
 trainer scales all of them by the schedule.
@@ -32,8 +32,8 @@ def build_optimizers(model: GPT, cfg: OptimConfig) -> tuple[list[torch.optim.Opt
     fused = model.tok_emb.weight.is_cuda
 
     def adam(params, lr):
-        return torch.optim.Adam([{"params": params, "lr": lr, "base_lr": lr}], betas=(cfg.beta1, cfg.beta2),
-                                eps=cfg.adam_eps, fused=fused)
+        return torch.optim.AdamW([{"params": params, "lr": lr, "base_lr": lr}], betas=(cfg.beta1, cfg.beta2),
+                                 eps=cfg.adam_eps, weight_decay=cfg.adam_wd, fused=fused)
 
     token_lr = cfg.tied_embed_lr if model.lm_head is None else cfg.embed_lr
     muon = Muon(matrices, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, backend_steps=cfg.muon_backend_steps,
