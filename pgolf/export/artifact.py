@@ -56,14 +56,14 @@ def encode_artifact(art: Artifact, layout: str = "plain", codec: str = "zlib") -
     streams, index = lay_out(art.tensors, layout, codec)
     header = json.dumps({"model_config": art.model_config, "meta": art.meta, "layout": layout, "tensors": index},
                         separators=(",", ":")).encode()
-    all_streams = [("index", "zlib", header, codecs.compress("zlib", header))]
-    all_streams += [(s.name, s.codec, bytes(s.raw), s.data) for s in streams]
+    all_streams = [("index", "zlib", len(header), codecs.compress("zlib", header))]
+    all_streams += [(s.name, s.codec, len(s.raw), s.data) for s in streams]  # (name, codec, raw size, data)
     head = MAGIC + struct.pack("<HH", VERSION, len(all_streams))
     for name, codec, _, data in all_streams:
         n, c = name.encode("ascii"), codec.encode("ascii")
         head += struct.pack("<B", len(n)) + n + struct.pack("<B", len(c)) + c + struct.pack("<Q", len(data))
     body = head + b"".join(data for *_, data in all_streams)
-    reports = [StreamReport(name, codec, len(raw), len(data)) for name, codec, raw, data in all_streams]
+    reports = [StreamReport(name, codec, raw_size, len(data)) for name, codec, raw_size, data in all_streams]
     return body + hashlib.sha256(body).digest(), reports
 
 

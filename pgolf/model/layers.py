@@ -11,11 +11,6 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
-class RMSNorm(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x)
-
-
 class CastedLinear(nn.Linear):
     """A bias-free linear layer whose weight stays fp32 (for the optimizer) and is cast
     to the activation dtype at matmul time (bf16 compute under autocast).

@@ -26,7 +26,7 @@ saved inputs instead of storing them.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -110,24 +110,37 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return out * (index >= 0).reshape(*index.shape, *([1] * (x.dim() - 1))).to(out.dtype)
 
 
-def _prepare(kc, vc, gc, bc):
-    """Per chunk: w, u, the decayed keys kd = K ⊙ Γ_C/Γ, the chunk decay Γ_C [N, H], the
-    log-decays γ [N, C, H] and the causal decay matrix Γ_i/Γ_j (0 above the diagonal)."""
-    gam = torch.cumsum(gc, dim=1)  # [N, C, H]
+class _WY(NamedTuple):
+    """Per-chunk quantities of the WY form, with the intermediates the backward needs."""
+    gam: Tensor  # γ = cumsum(g) [N, C, H]; Γ = exp(γ)
+    decay: Tensor  # D = Γ_i/Γ_j on and below the diagonal, 0 above [N, H, C, C]
+    kk: Tensor  # KKᵀ [N, H, C, C]
+    tinv: Tensor  # T = (I + A)⁻¹, A = β·KKᵀ ⊙ D strictly lower [N, H, C, C]
+    bk: Tensor  # βΓK [N, C, H, K]
+    bv: Tensor  # βV [N, C, H, V]
+    w: Tensor  # T·βΓK
+    u: Tensor  # T·βV
+    edec: Tensor  # Γ_C/Γ_i [N, C, H]
+    kdec: Tensor  # kd = K ⊙ Γ_C/Γ_i
+    gamma: Tensor  # Γ_C [N, H]
+
+
+def _wy(kc, vc, gc, bc) -> _WY:
+    gam = torch.cumsum(gc, dim=1)
+    gexp = gam.exp()
     gam_h = gam.permute(0, 2, 1)  # [N, H, C]
     c = gc.shape[1]
     causal = torch.ones(c, c, dtype=torch.bool, device=gc.device).tril()
     diff = gam_h[:, :, :, None] - gam_h[:, :, None, :]  # log(Γ_i/Γ_j)
-    decay = torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()  # [N, H, C, C]
+    decay = torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()
     kk = torch.einsum("nihk,njhk->nhij", kc, kc)
-    beta_h = bc.permute(0, 2, 1)
-    a = (beta_h[..., None] * kk * decay).tril(-1)
+    a = (bc.permute(0, 2, 1)[..., None] * kk * decay).tril(-1)
     eye = torch.eye(c, dtype=a.dtype, device=a.device).expand_as(a)
-    t = torch.linalg.solve_triangular(eye + a, eye, upper=False, unitriangular=True)
-    w = torch.einsum("nhij,njhk->nihk", t, (bc * gam.exp())[..., None] * kc)
-    u = torch.einsum("nhij,njhv->nihv", t, bc[..., None] * vc)
-    kd = kc * torch.exp(gam[:, -1:, :] - gam)[..., None]
-    return w, u, kd, gam[:, -1, :].exp(), gam, decay
+    tinv = torch.linalg.solve_triangular(eye + a, eye, upper=False, unitriangular=True)
+    bk, bv = (bc * gexp)[..., None] * kc, bc[..., None] * vc
+    w, u = torch.einsum("nhij,njhk->nihk", tinv, bk), torch.einsum("nhij,njhv->nihv", tinv, bv)
+    edec = torch.exp(gam[:, -1:, :] - gam)
+    return _WY(gam, decay, kk, tinv, bk, bv, w, u, edec, kc * edec[..., None], gexp[:, -1, :])
 
 
 def _output(qc, kc, gam, decay, states, v_new):
@@ -253,9 +266,9 @@ def _to_chunks(xs, s0, cu_seqlens, chunk):
 def _chunk_forward(q, k, v, g, beta, s0, cu_seqlens, scale, chunk):
     b, t, h = q.shape[:3]
     index, starts, init, (qc, kc, vc, gc, bc) = _to_chunks((q, k, v, g, beta), s0, cu_seqlens, chunk)
-    w, u, kdec, gamma, gam, decay = _prepare(kc, vc, gc, bc)
-    v_new, states, final = gdn_state_pass_op(w, u, kdec, gamma, init, starts)
-    oc = _output(qc * scale, kc, gam, decay, states, v_new)
+    wy = _wy(kc, vc, gc, bc)
+    v_new, states, final = gdn_state_pass_op(wy.w, wy.u, wy.kdec, wy.gamma, init, starts)
+    oc = _output(qc * scale, kc, wy.gam, wy.decay, states, v_new)
     keep = index.reshape(-1) >= 0
     out = oc.reshape(-1, h, v.shape[-1])[keep]  # slots in token order: sequences are contiguous, pads trail each
     return out.reshape(b, t, h, v.shape[-1]), final
@@ -329,25 +342,8 @@ def _chunk_backward(q, k, v, g, beta, s0, cu_seqlens, scale, chunk, do, dfinal):
     b, t = q.shape[:2]
     index, starts, init, (qc, kc, vc, gc, bc, doc) = _to_chunks((q, k, v, g, beta, do), s0, cu_seqlens, chunk)
     acc = qc.dtype
-
-    gam = torch.cumsum(gc, dim=1)
-    gexp = gam.exp()  # Γ [N, C, H]
-    c = gc.shape[1]
-    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-    diff = gam.permute(0, 2, 1)[:, :, :, None] - gam.permute(0, 2, 1)[:, :, None, :]
-    decay = torch.where(causal, diff, torch.full_like(diff, float("-inf"))).exp()  # D [N, H, C, C]
-    kk = torch.einsum("nihk,njhk->nhij", kc, kc)
-    beta_h = bc.permute(0, 2, 1)
-    a = (beta_h[..., None] * kk * decay).tril(-1)
-    eye = torch.eye(c, dtype=acc, device=q.device).expand_as(a)
-    tinv = torch.linalg.solve_triangular(eye + a, eye, upper=False, unitriangular=True)  # T
-    bk = (bc * gexp)[..., None] * kc  # β Γ K
-    bv = bc[..., None] * vc
-    w = torch.einsum("nhij,njhk->nihk", tinv, bk)
-    u = torch.einsum("nhij,njhv->nihv", tinv, bv)
-    edec = torch.exp(gam[:, -1:, :] - gam)  # Γ_C / Γ_i
-    kdec = kc * edec[..., None]
-    gamma = gexp[:, -1, :]
+    gam, decay, kk, tinv, bk, bv, w, u, edec, kdec, gamma = _wy(kc, vc, gc, bc)
+    gexp, beta_h = gam.exp(), bc.permute(0, 2, 1)
     v_new, states, _ = gdn_state_pass_op(w, u, kdec, gamma, init, starts)
     qs = qc * scale
 

@@ -21,7 +21,7 @@ import os
 import torch
 from torch import Tensor
 
-from pgolf.ops.backend import interpreting, kernel_module, use_triton
+from pgolf.ops.backend import kernel_module, use_triton
 
 SMALL_M, LARGE_M = 16, 2048
 
@@ -81,7 +81,7 @@ def int6_matmul_op(x: Tensor, packed: Tensor, scales: Tensor, k: int) -> Tensor:
             return ext(x.contiguous(), packed, scales.float().contiguous(), k)
         if m >= LARGE_M and backend == "":
             return _dequant_matmul(x, packed, scales, k)
-    if use_triton(x) and (x.is_cuda or interpreting()):
+    if use_triton(x):
         return kernel_module("int6_matmul").int6_matmul(x.contiguous(), packed.contiguous(), scales.contiguous(), k)
     return int6_matmul_reference(x, packed, scales, k).to(x.dtype)
 

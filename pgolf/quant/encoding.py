@@ -48,7 +48,7 @@ def _part_shapes(e: Encoded) -> dict[str, tuple[int, ...]]:
     if e.scheme == "raw":
         return {"data": e.shape}
     shapes = {"q": e.shape, "scale": (e.shape[0],) if e.scheme == "int_row" else (1,)}
-    if e.scheme == "int_row" and LQER_PARTS <= set(e.parts):
+    if e.scheme == "int_row" and e.has_lqer:
         from pgolf.quant.lqer import GROUP
 
         rows, cols = e.shape

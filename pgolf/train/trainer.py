@@ -105,10 +105,10 @@ class Trainer:
         self.model = prepare_for_device(GPT(cfg.model), self.device)
         self.compiled = torch.compile(self.model, dynamic=False, fullgraph=True) if cfg.run.compile else self.model
         self.optimizers, self.muon = build_optimizers(self.model, cfg.optim)
+        self.muon_param_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
         if env.distributed and cfg.optim.muon_sharded:  # Muon reduce-scatters these itself
-            mine = {id(p) for g in self.muon.param_groups for p in g["params"]}
             DDP._set_params_and_buffers_to_ignore_for_model(
-                self.compiled, [n for n, p in self.compiled.named_parameters() if id(p) in mine])
+                self.compiled, [n for n, p in self.compiled.named_parameters() if id(p) in self.muon_param_ids])
         # The model holds no buffers, so DDP's buffer syncing has nothing to do.
         self.ddp = (DDP(self.compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None)
                     if env.distributed else self.compiled)
@@ -188,8 +188,7 @@ class Trainer:
         if shards is None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
             return
-        in_muon = {id(p) for group in self.muon.param_groups for p in group["params"]}
-        others = [p.grad for p in self.model.parameters() if p.grad is not None and id(p) not in in_muon]
+        others = [p.grad for p in self.model.parameters() if p.grad is not None and id(p) not in self.muon_param_ids]
         sharded_sq = torch.stack([s.float().pow(2).sum() for s in shards]).sum()
         torch.distributed.all_reduce(sharded_sq)
         total = (sharded_sq + sum(g.float().pow(2).sum() for g in others)).sqrt()
