@@ -21,12 +21,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
 
-from harness import kernel_bench_args, median_seconds, sync
+from harness import kernel_bench_args, median_seconds
 
 
 def inputs(b, t, h, d, device, dtype=torch.bfloat16, seed=0):
@@ -121,7 +120,6 @@ def first_step_seconds(fn: str, factory: bool, b: int, t: int) -> float:
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, TRITON_CACHE_DIR=cache)
         code = FIRST_STEP.format(bench=os.path.dirname(os.path.abspath(__file__)), fn=fn, factory=factory, b=b, t=t)
-        t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         if r.returncode:
             return float("nan")

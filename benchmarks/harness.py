@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 
-def sync(device: torch.device | str | None = None) -> None:
+def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 

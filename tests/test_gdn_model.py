@@ -12,7 +12,6 @@ from pgolf.config import load_config
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.eval.evaluator import evaluate
 from pgolf.eval.scoring import model_from_artifact
-from pgolf.export.export import export_model
 from pgolf.metric.bytes import ByteLUT
 from pgolf.metric.valset import ValSet
 from pgolf.model import GPT
@@ -192,10 +191,11 @@ def test_pr1791_byte_bug_on_gdn_scoring(fineweb_docs):
         val = ValSet(tokens.to(torch.int32), lut.position_bytes(tokens), "lut", tok.bos_id)
         scores[name] = evaluate(model, val, 256, 0, windows_per_batch=8)
     true, buggy = scores["canonical"], scores["pr1791"]
+    print(f"canonical: {true.byte_count} bytes, val_bpb {true.val_bpb:.4f}; "
+          f"pr1791 LUT: {buggy.byte_count} bytes, val_bpb {buggy.val_bpb:.4f}")  # RESULTS.md quotes these (-s)
     assert true.loss_sum == buggy.loss_sum and true.token_count == buggy.token_count
     ratio = buggy.byte_count / true.byte_count
     assert 1.12 < ratio < 1.24, ratio  # the spec's 1.17704 on the full val set
-    assert buggy.val_bpb < true.val_bpb
     # the corrected number is loss over the text's real UTF-8 bytes (as SentencePiece decodes it)
     assert true.byte_count == sum(len(tok.sp.decode(tok.sp.encode(d)).encode("utf-8")) for d in docs)
 

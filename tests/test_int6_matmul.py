@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, train_losses
 from int6_cases import exact, problem
 from pgolf.eval.scoring import score_artifact
-from pgolf.ops.int6_matmul import (int6_matmul, int6_matmul_op, int6_qat_linear, int6_matmul_reference, pack_int6,
-                                   unpack_int6)
+from pgolf.ops.int6_matmul import int6_matmul, int6_matmul_op, int6_qat_linear, unpack_int6
 from pgolf.quant.gptq import sdclip_scale
 from pgolf.quant.packing import pack
 from pgolf.train.trainer import run_training
@@ -74,7 +73,5 @@ def test_late_qat_switches_on_and_changes_training(tmp_path, tiny_data):
     events = [json.loads(l) for l in (qat.run_dir / "metrics.jsonl").read_text().splitlines()]
     on = [e for e in events if e["event"] == "qat_on"]
     assert len(on) == 1 and on[0]["step"] == 6  # lr_mul = (8 - 6) / 4 = 0.5 < 0.6 first at step 6
-    losses = lambda r: [e["train_loss"] for e in map(json.loads, (r.run_dir / "metrics.jsonl").read_text().splitlines())
-                        if e["event"] == "train"]
-    a, b = losses(plain), losses(qat)
+    a, b = train_losses(plain.run_dir), train_losses(qat.run_dir)
     assert a[:6] == b[:6] and a[6:] != b[6:]

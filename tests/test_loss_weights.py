@@ -80,7 +80,9 @@ def test_model_ce_implementations_agree(ce, weighted):
 def test_training_with_the_fused_losses_matches_eager(tmp_path, tiny_data, overrides):
     eager = run_training(tiny_config(tiny_data, tmp_path, "run.name=eager", "train.iterations=5"))
     fused = run_training(tiny_config(tiny_data, tmp_path, "run.name=fused", "train.iterations=5", *overrides))
-    for a, b in zip(train_losses(fused.run_dir), train_losses(eager.run_dir)):
+    fused_losses, eager_losses = train_losses(fused.run_dir), train_losses(eager.run_dir)
+    assert len(fused_losses) == len(eager_losses) > 0
+    for a, b in zip(fused_losses, eager_losses):
         assert abs(a - b) < 1e-4 * abs(b)
 
 

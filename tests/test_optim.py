@@ -77,7 +77,7 @@ def test_adam_groups_decay_decoupled(wd):
     """ADAM_WD (the GDN record's AdamW 0.04): with no gradient signal, p <- p·(1 − lr·wd); 0 is plain Adam."""
     cfg = load_config("smoke", ["model.num_layers=1", "model.model_dim=64", f"optim.adam_wd={wd}"], env={})
     model = GPT(cfg.model)
-    tok, _, scalars = build_optimizers(model, cfg.optim)[0]
+    _, _, scalars = build_optimizers(model, cfg.optim)[0]
     before = [p.detach().clone() for p in scalars.param_groups[0]["params"]]
     for p in scalars.param_groups[0]["params"]:
         p.grad = torch.zeros_like(p)

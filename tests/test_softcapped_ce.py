@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ce_cases import GRID, check_linear_form, check_logits_form, grid_id, make_inputs
-from pgolf.ops.softcapped_ce import (linear_softcapped_ce_op, linear_softcapped_cross_entropy, reference_softcapped_ce,
-                                     softcapped_ce_op, softcapped_cross_entropy)
+from pgolf.ops.softcapped_ce import (linear_softcapped_ce_op, linear_softcapped_cross_entropy, softcapped_ce_op,
+                                     softcapped_cross_entropy)
 
 
 @pytest.mark.parametrize("case", GRID, ids=[grid_id(c) for c in GRID])

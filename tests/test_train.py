@@ -142,6 +142,8 @@ def test_missing_train_shards(tmp_path, tiny_data):
 def test_compiled_model_trains_like_eager(tmp_path, tiny_data):
     eager = run_training(tiny_config(tiny_data, tmp_path, "run.name=eager", "train.iterations=4"))
     compiled = run_training(tiny_config(tiny_data, tmp_path, "run.name=compiled", "run.compile=true", "train.iterations=4"))
-    for a, b in zip(train_losses(compiled.run_dir), train_losses(eager.run_dir)):
+    compiled_losses, eager_losses = train_losses(compiled.run_dir), train_losses(eager.run_dir)
+    assert len(compiled_losses) == len(eager_losses) > 0
+    for a, b in zip(compiled_losses, eager_losses):
         assert math.isclose(a, b, rel_tol=1e-4)
     assert math.isclose(compiled.final.val_bpb, eager.final.val_bpb, rel_tol=1e-4)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from pgolf.model.layers import CastedLinear
 from pgolf.ops.int6_matmul import int6_matmul
 from pgolf.quant.encoding import Encoded
-from pgolf.quant.lqer import GROUP
+from pgolf.quant.lqer import lqer_factors
 from pgolf.quant.packing import pack
 
 
@@ -25,9 +25,7 @@ class PackedLinear(nn.Module):
         self.register_buffer("scales", torch.from_numpy(e.parts["scale"].astype("float32")).to(device))
         self.lqer = e.has_lqer
         if self.lqer:
-            a = torch.from_numpy(e.parts["lqer_a"].astype("float32")) * float(e.parts["lqer_a_scale"][0])
-            qb = torch.from_numpy(e.parts["lqer_b"].astype("float32")).view(-1, GROUP)
-            b = (qb * torch.from_numpy(e.parts["lqer_b_scale"].astype("float32"))[:, None]).reshape(a.shape[1], self.k)
+            a, b = lqer_factors(e.parts, self.k)
             self.register_buffer("lqer_a", a.to(device))
             self.register_buffer("lqer_b", b.to(device))
 

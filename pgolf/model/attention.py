@@ -35,5 +35,5 @@ class CausalSelfAttention(nn.Module):
         if segments is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:  # block-diagonal causal: a dense mask, so the math/efficient kernels, not flash
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=segments.attention_mask(), enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=segments.attn_mask, enable_gqa=gqa)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))

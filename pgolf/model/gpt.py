@@ -62,6 +62,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.has_attention = bool(attention_layers(cfg))
         d = cfg.model_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.trigram) if cfg.bigram_buckets
@@ -78,7 +79,8 @@ class GPT(nn.Module):
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """Final-normed hidden states [B, T, D]."""
-        segments = DocSegments.from_tokens(input_ids, self.cfg.bos_id) if self.cfg.doc_isolation else None
+        segments = (DocSegments.from_tokens(input_ids, self.cfg.bos_id, self.has_attention)
+                    if self.cfg.doc_isolation else None)
         x = self.tok_emb(input_ids)
         if self.bigram is not None:
             x = x + self.bigram(input_ids, segments).to(x.dtype)

@@ -17,15 +17,21 @@ from torch import Tensor
 class DocSegments:
     doc_id: Tensor  # [B, T] int64: documents counted from each row's start
     cu_seqlens: Tensor  # [S + 1] int64: segment starts in the flattened B*T tokens, then B*T
+    attn_mask: Tensor | None = None  # [B, 1, T, T] bool (attention_mask), where the model has attention
 
     @staticmethod
-    def from_tokens(input_ids: Tensor, bos_id: int) -> "DocSegments":
+    def from_tokens(input_ids: Tensor, bos_id: int, with_attention_mask: bool = False) -> "DocSegments":
+        """The segments of a batch; the dense attention mask is built here, once per forward,
+        only for models with attention layers (every one of them uses the same mask)."""
         is_bos = input_ids == bos_id
         starts = is_bos.clone()
         starts[:, 0] = True
         flat = starts.reshape(-1).nonzero().squeeze(1)
         total = torch.tensor([input_ids.numel()], device=input_ids.device, dtype=flat.dtype)
-        return DocSegments(torch.cumsum(is_bos.long(), dim=1), torch.cat([flat, total]))
+        segments = DocSegments(torch.cumsum(is_bos.long(), dim=1), torch.cat([flat, total]))
+        if with_attention_mask:
+            segments = DocSegments(segments.doc_id, segments.cu_seqlens, segments.attention_mask())
+        return segments
 
     def same_doc(self, lag: int) -> Tensor:
         """[B, T] bool: position t − lag exists in the row and is in t's document."""

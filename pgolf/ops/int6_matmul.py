@@ -122,13 +122,13 @@ class _Int6QAT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, clip_sigmas):
         from pgolf.quant.gptq import sdclip_scale
+        from pgolf.quant.rtn import codes_for
 
         w = weight.detach().float()
         scale = sdclip_scale(w, 6, clip_sigmas).float()
-        codes = torch.clamp(torch.round(w / scale[:, None]), -31, 31).to(torch.int8)
+        codes = codes_for(w, scale, 6)
         ctx.save_for_backward(x, codes, scale)
-        return int6_matmul_op(x.reshape(-1, w.shape[1]), pack_int6(codes), scale, w.shape[1]).reshape(
-            *x.shape[:-1], w.shape[0])
+        return int6_matmul(x, pack_int6(codes), scale, w.shape[1])
 
     @staticmethod
     def backward(ctx, grad):

@@ -32,10 +32,16 @@ def lqer_parts(error: Tensor, rank: int) -> dict[str, np.ndarray]:
             "lqer_b": qb.numpy(), "lqer_b_scale": b_scale.numpy()}
 
 
-def lqer_correction(parts: dict[str, np.ndarray], shape: tuple[int, int]) -> Tensor:
-    """(s_A·q_A)(s_B·q_B) as an fp32 [rows, cols] matrix."""
+def lqer_factors(parts: dict[str, np.ndarray], cols: int) -> tuple[Tensor, Tensor]:
+    """The fp32 factors A = s_A·q_A [rows, r] and B = s_B·q_B [r, cols]."""
     qa = torch.from_numpy(parts["lqer_a"].astype(np.float32))
     a = qa * float(parts["lqer_a_scale"].astype(np.float32)[0])
     qb = torch.from_numpy(parts["lqer_b"].astype(np.float32)).view(-1, GROUP)
-    b = (qb * torch.from_numpy(parts["lqer_b_scale"].astype(np.float32))[:, None]).reshape(a.shape[1], shape[1])
+    b = (qb * torch.from_numpy(parts["lqer_b_scale"].astype(np.float32))[:, None]).reshape(a.shape[1], cols)
+    return a, b
+
+
+def lqer_correction(parts: dict[str, np.ndarray], shape: tuple[int, int]) -> Tensor:
+    """A·B as an fp32 [rows, cols] matrix."""
+    a, b = lqer_factors(parts, shape[1])
     return a @ b
