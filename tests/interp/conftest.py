@@ -12,7 +12,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run this directory with TRITO
 
 @pytest.fixture(autouse=True)
 def kernels_only(monkeypatch):
-    from pgolf.ops import gdn, int6_matmul, newton_schulz, softcapped_ce
+    from pgolf.ops import gdn, int6_matmul, leaky_relu2_mlp, newton_schulz, softcapped_ce
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the torch fallback ran where the Triton kernel should have")
@@ -20,5 +20,6 @@ def kernels_only(monkeypatch):
     for module, name in ((softcapped_ce, "_rows_forward_torch"), (softcapped_ce, "_rows_backward_torch"),
                          (newton_schulz, "_iterate_torch"), (int6_matmul, "int6_matmul_reference"),
                          (gdn, "_chunk_forward"), (gdn, "_chunk_backward"), (gdn, "_state_pass_torch"),
-                         (gdn, "_state_pass_backward_torch")):
+                         (gdn, "_state_pass_backward_torch"), (leaky_relu2_mlp, "_up_torch"),
+                         (leaky_relu2_mlp, "_grad_pre_torch")):
         monkeypatch.setattr(module, name, forbidden)
