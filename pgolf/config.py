@@ -34,6 +34,8 @@ class ModelConfig:
     num_heads: int = setting(8, "NUM_HEADS")
     num_kv_heads: int = setting(4, "NUM_KV_HEADS")
     mlp_mult: int = setting(2, "MLP_MULT")
+    mlp_activation: str = setting("relu2", "MLP_ACTIVATION", ("relu2", "leaky_relu2"),
+                                  help="the MLP's squared activation: relu², or LeakyReLU(0.5)² (spec 5.4)")
     tie_embeddings: bool = setting(True, "TIE_EMBEDDINGS")
     tied_embed_init_std: float = setting(0.005, "TIED_EMBED_INIT_STD")
     rope_base: float = setting(10000.0, "ROPE_BASE")
@@ -110,6 +112,9 @@ class TrainConfig:
     ce: str = setting("eager", "CE_IMPL", ("eager", "fused", "fused_linear"),
                       help="training loss: eager softcap + F.cross_entropy, the fused Triton CE on logits, "
                            "or the fused LM head + CE that never materialises the logits")
+    mlp_impl: str = setting("eager", "MLP_IMPL", ("eager", "fused"),
+                            help="training MLP: eager torch, or the fused pgolf::leaky_relu2_mlp op (Triton on "
+                                 "CUDA); the same function, and eval always runs eager")
     loss_weights: str = setting("none", "LOSS_WEIGHTS", ("none", "bytes", "bytes_pr1519"),
                                 help="per-target weights: none; the bytes canonical BPB credits each target; "
                                      "or PR #1519's max(base bytes, 1)")

@@ -1,6 +1,6 @@
 """The language model: the challenge's baseline (spec §4.1) and its variants, from small modules.
 
-tok_emb (+ BigramHash) -> RMSNorm (-> SmearGate) -> x0; blocks of (mixer, relu² MLP) with
+tok_emb (+ BigramHash) -> RMSNorm (-> SmearGate) -> x0; blocks of (mixer, relu² or LeakyReLU² MLP) with
 the baseline's residual mixing; with U-Net skips, encoder blocks push their outputs and
 decoder blocks first add skip_weights[i] * pop(); final RMSNorm -> tied head -> softcap
 c*tanh(z/c) -> cross-entropy in fp32.
@@ -21,7 +21,7 @@ from pgolf.model.block import Block
 from pgolf.model.embeddings import BigramHash, SmearGate
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.layers import CastedLinear, rms_norm
-from pgolf.model.mlp import ReluSquaredMLP
+from pgolf.model.mlp import build_mlp
 from pgolf.model.segments import DocSegments
 from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
@@ -59,7 +59,7 @@ def build_mixers(cfg: ModelConfig) -> list[nn.Module]:
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, mlp_impl: str = "eager"):
         super().__init__()
         self.cfg = cfg
         self.has_attention = bool(attention_layers(cfg))
@@ -71,7 +71,8 @@ class GPT(nn.Module):
         self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else cfg.num_layers
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
         self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), d))
-        self.blocks = nn.ModuleList(Block(d, mixer, ReluSquaredMLP(d, cfg.mlp_mult)) for mixer in build_mixers(cfg))
+        self.blocks = nn.ModuleList(Block(d, mixer, build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl))
+                                    for mixer in build_mixers(cfg))
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
         self.head_input = nn.Identity()  # a hook point: the head's input (GPTQ's Hessian for the head)
         if cfg.tie_embeddings:

@@ -102,7 +102,7 @@ class Trainer:
                              if cfg.train.loss_weights != "none" else None)
         self.loader = DistributedTokenLoader(cfg.data.path, env.rank, env.world, tok.vocab_size, self.device)
 
-        self.model = prepare_for_device(GPT(cfg.model), self.device)
+        self.model = prepare_for_device(GPT(cfg.model, mlp_impl=cfg.train.mlp_impl), self.device)
         self.compiled = torch.compile(self.model, dynamic=False, fullgraph=True) if cfg.run.compile else self.model
         self.optimizers, self.muon = build_optimizers(self.model, cfg.optim)
         self.muon_param_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
