@@ -6,24 +6,29 @@ s = 0.5 in the records, s = 0 is the baseline's relu²).
 
 What is fused, and why (reasoned, not measured: no GPU was available). At the record's
 shape per GPU (M = 98,304 tokens, D = 512, H = 2048, bf16) each [M, H] tensor is 403 MB
-and each of the four MLP GEMMs is 206 GFLOP, so a GEMM costs about as much time as reading
-and writing two or three [M, H] tensors on an H100: traffic in [M, H] tensors is what a
-fusion can save. Eager runs the activation as separate elementwise passes (forward: read
-pre, write post; backward: read dpost and pre, write dpre), each 0.8 GB of traffic.
+and each of the MLP's six GEMMs (two forward, four backward) is 206 GFLOP: on an H100
+(~700 TFLOP/s reached, ~3 TB/s) a GEMM takes ~0.3 ms, one pass over an [M, H] tensor
+~0.13 ms. So [M, H] traffic outside the GEMMs is what a fusion can save. Unfused, with
+the elementwise work at best in one kernel each way (torch.compile; eager takes more):
+forward, the GEMM writes pre, then read pre, write post; backward, the GEMM writes dpost,
+then read dpost and pre, write dpre.
 - Up-projection with the activation in its epilogue (kernels/leaky_relu2_mlp.py): one
   pass writes pre (kept for the backward, only when a gradient is wanted) and post (the
-  down-projection's input). Saving post as well as pre, as the record does, lets the
-  backward's dW_down read it instead of re-deriving it: the alternative (keep pre only
-  and rebuild post in a custom dW_down GEMM) saves 403 MB of activation memory a layer
-  but puts a split-K GEMM over M = 98k of our own in place of cuBLAS, and moves the same
-  number of bytes.
+  down-projection's input): saves one read of pre (403 MB; without a gradient, pre is
+  not written either: 806 MB).
 - Backward: dpre = (dout @ W_down) · act'(pre) with act' in the epilogue of that GEMM:
-  dpost never exists. The other three products (out = post @ W_downᵀ, dW_down, and dx,
-  dW_up from dpre) are plain matmuls, which cuBLAS runs at its best.
+  dpost is never written nor read back (806 MB). The other four products
+  (out = post @ W_downᵀ, dW_down = doutᵀ @ post, dx and dW_up from dpre) are plain
+  matmuls, which cuBLAS runs at its best.
+  Together ~1.2 GB a layer per step, ~0.4 ms of ~2.5 ms of MLP time (estimate), a gain
+  only while our two Triton GEMMs stay within ~30% of cuBLAS: benchmarks/bench_mlp.py.
+- Kept as the record does: post saved for dW_down. Keeping pre only would save 403 MB of
+  activation memory a layer, but post must then be rebuilt inside a custom dW_down GEMM
+  (a split-K reduction over M = 98k of our own in place of cuBLAS) for the same bytes.
 - Not fused: the whole MLP in one kernel (an M-tile's [BM, D] fp32 output accumulator
-  would not fit in registers at D = 512 without recomputing the up GEMM per output
-  slice), and the down GEMM with act in its prologue (it still needs post or pre read
-  once, so it saves only the 403 MB post write, for our GEMM instead of cuBLAS).
+  does not fit in registers at D = 512 without recomputing the up GEMM per output slice);
+  act in the down GEMM's prologue (it would save the post write, 403 MB, but dW_down
+  needs post, so the backward would write it instead).
 Accumulation is fp32; post comes from the fp32 accumulator (eager rounds pre first),
 act' from the stored pre, as eager autograd has it.
 
