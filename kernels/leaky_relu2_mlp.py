@@ -77,6 +77,12 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _fp32_dot(dtype: torch.dtype) -> bool:
+    """fp32 inputs always (exact: no TF32); bf16 under the interpreter, whose bf16 tl.dot is
+    wrong. fp16 keeps the native dot there, so the interpreter tier runs the GPU's branch."""
+    return dtype == torch.float32 or (_interpreting() and dtype == torch.bfloat16)
+
+
 def _config(dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages); not tuned on a GPU yet."""
     if _interpreting():
@@ -100,7 +106,7 @@ def _launch(a, b, pre, out, slope: float, backward: bool, store_pre: bool) -> No
         a, b, pre_arg, out, m, n, k,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), pre_arg.stride(0), out.stride(0),
         float(slope),
-        BACKWARD=backward, STORE_PRE=store_pre, DOT_FP32=_interpreting() or a.dtype == torch.float32,
+        BACKWARD=backward, STORE_PRE=store_pre, DOT_FP32=_fp32_dot(a.dtype),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm, num_warps=warps, num_stages=stages,
     )
 

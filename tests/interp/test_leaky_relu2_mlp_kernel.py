@@ -5,7 +5,8 @@ import torch
 from mlp_cases import check_against_reference, grid_id, make_inputs
 from pgolf.ops.leaky_relu2_mlp import leaky_relu2_mlp_op, leaky_relu_squared_mlp
 
-# The interpreter is slow and truncates bf16 stores (ulp-level), which TOL allows.
+# The interpreter is slow and truncates bf16 stores (ulp-level), which TOL allows. fp32 and
+# bf16 take the kernel's fp32-dot branch; fp16 the native tl.dot branch that bf16 takes on a GPU.
 CASES = [(torch.float32, 0.5), (torch.float32, 0.0), (torch.float16, 0.5), (torch.bfloat16, 0.5),
          (torch.bfloat16, 0.2)]
 
@@ -19,6 +20,7 @@ def test_more_than_one_tile_group_and_strided_weights():
     """Enough row blocks for two GROUP_M groups and a ragged last group; W_down is read
     through its transpose's strides by the backward kernel."""
     check_against_reference(torch.float32, 0.5, lead=(5, 17))
+    check_against_reference(torch.float16, 0.5, lead=(5, 17))
 
 
 def test_opcheck_under_the_interpreter():
