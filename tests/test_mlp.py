@@ -99,6 +99,7 @@ def test_gpt_selects_the_mlp_and_collects_its_hessians():
         load_config("smoke", ["train.mlp_impl=triton"], env={})
 
 
+@pytest.mark.slow  # two training runs with their final evals
 def test_training_through_the_fused_op_matches_eager(tmp_path, tiny_data):
     common = ("train.iterations=4", "model.mlp_activation=leaky_relu2")
     eager = run_training(tiny_config(tiny_data, tmp_path, "run.name=eager", *common))
