@@ -55,6 +55,19 @@ def test_fused_module_equals_eager(activation, autocast):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_fused_module_compiles_in_one_graph():
+    fused = randomized(build_mlp(24, 3, "leaky_relu2", "fused"))
+    x = torch.randn(2, 7, 24)
+    eager_out = fused(x)
+    eager_grad = torch.autograd.grad(eager_out.square().sum(), fused.fc.weight)[0]
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, eager_out)
+    torch.testing.assert_close(torch.autograd.grad(out.square().sum(), fused.fc.weight)[0], eager_grad)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager_out)  # the eager form, recompiled on the grad-mode guard
+
+
 def test_fused_module_runs_eager_without_a_gradient_and_under_qat():
     """GPTQ's Hessian hooks sit on fc and proj: they must see the calibration forward; and
     QAT's int6 forward is the eager path's."""

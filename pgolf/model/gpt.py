@@ -60,6 +60,8 @@ def build_mixers(cfg: ModelConfig) -> list[nn.Module]:
 
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig, mlp_impl: str = "eager"):
+        """`mlp_impl` (train.mlp_impl) runs the same MLP eager or through the fused op: a training
+        choice, like `ce` in forward, so it is not part of the model's config or artifact."""
         super().__init__()
         self.cfg = cfg
         self.has_attention = bool(attention_layers(cfg))

@@ -44,3 +44,12 @@ def test_compiled_equals_eager_under_the_interpreter():
     torch.testing.assert_close(compiled, eager)
     for a, b in zip(cargs, args, strict=True):
         torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_the_gradient_free_forward_stores_no_pre_and_agrees():
+    x, w_up, w_down, _ = make_inputs(torch.bfloat16)
+    with torch.no_grad():
+        out, pre, post = leaky_relu2_mlp_op(x, w_up.bfloat16(), w_down.bfloat16(), 0.5, False)
+    assert pre.numel() == 0 and post.numel() == 0
+    with_grad, _, _ = leaky_relu2_mlp_op(x, w_up.bfloat16(), w_down.bfloat16(), 0.5, True)
+    torch.testing.assert_close(out, with_grad, rtol=0, atol=0)
