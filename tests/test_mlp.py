@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from conftest import tiny_config, train_losses
 from pgolf.config import load_config
 from pgolf.errors import PgolfError
+from pgolf.eval.scoring import model_from_artifact
 from pgolf.model import GPT
 from pgolf.model.mlp import FusedSquaredMLP, LeakyReluSquaredMLP, ReluSquaredMLP, build_mlp
 from pgolf.ops.leaky_relu2_mlp import reference_leaky_relu2_mlp
@@ -122,3 +123,5 @@ def test_training_through_the_fused_op_matches_eager(tmp_path, tiny_data):
     for a, b in zip(fused_losses, eager_losses, strict=True):
         assert abs(a - b) < 1e-4 * abs(b)
     assert fused.final.token_count == eager.final.token_count
+    model, _ = model_from_artifact(fused.run_dir / "model.pgolf", torch.device("cpu"))
+    assert type(model.blocks[0].mlp) is LeakyReluSquaredMLP  # the artifact keeps the activation, not the impl
