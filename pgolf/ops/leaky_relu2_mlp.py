@@ -161,9 +161,9 @@ def leaky_relu_squared_mlp(x: Tensor, w_up: Tensor, w_down: Tensor, negative_slo
     The weights are cast to x's dtype (as CastedLinear does); their gradients flow back
     through that cast. pre and post are kept for the backward only when one is wanted.
     """
-    if x.dtype not in DTYPES:
-        raise ValueError(f"x must be bf16, fp16, fp32 or fp64, got {x.dtype}")
-    if w_up.ndim != 2 or w_down.ndim != 2 or x.ndim < 1:
+    if x.dtype not in DTYPES or x.ndim < 1:
+        raise ValueError(f"x must be a bf16, fp16, fp32 or fp64 tensor [..., D], got {x.dtype} {tuple(x.shape)}")
+    if w_up.ndim != 2 or w_down.ndim != 2:
         raise ValueError(f"w_up and w_down must be 2-D, got {tuple(w_up.shape)} and {tuple(w_down.shape)}")
     d, h = x.shape[-1], w_up.shape[0]
     if w_up.shape[1] != d or w_down.shape != (d, h):
