@@ -11,8 +11,9 @@ epilogues on the accumulator tile before it leaves the registers (constexpr BACK
   2s²·p), with pre loaded tile by tile from what the forward stored: the gradient of
   `post` never exists in memory.
 
-Programs walk the tiles in groups of GROUP_M row blocks so that B's column blocks stay in
-L2 (B is small here: W is 512 x 2048). Configs are fixed, not autotuned (autotune cannot
+Programs walk the tiles in groups of GROUP_M row blocks, so a row block of A (the [M, K]
+activations) is read from HBM once and served from L2 to every column block (B, a 2 MB
+weight, stays in L2 anyway). Configs are fixed, not autotuned (autotune cannot
 run inside the training loop, nor under the interpreter) and not yet tuned on a GPU.
 """
 from __future__ import annotations
