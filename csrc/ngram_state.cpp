@@ -144,7 +144,7 @@ struct Ahead {
   const int32_t* tokens;
   int k;
   int filled = 0;
-  int32_t window[kMaxOrder];
+  int32_t window[kMaxOrder] = {};
   bool next(Pending* out, const CtxBucket* ctx, const PairBucket* pairs, uint64_t size) {
     int64_t pos;
     if (!cursor.next(&pos)) return false;

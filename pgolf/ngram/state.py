@@ -32,7 +32,8 @@ class Hints:
     token: np.ndarray  # int32 [N]: gated hint for the token at each stream position, -1 where none
     confidence: np.ndarray  # float32 [N]: top count / total of the position's context, 0 where unseen
     settings: NgramSettings
-    backend: str
+    backend: str  # "native" or "numpy": the implementation that built them
+    source: str = "built"  # "built" here, or "loaded" from rank 0's file (pgolf.ngram.share)
 
     @property
     def fired(self) -> int:
