@@ -7,6 +7,11 @@ earlier tokens (C1 in the order the score is produced; F1.7's mismatch cannot ar
 is not reset between documents: the last tokens of the previously scored document are context,
 as BOS is an ordinary token (as in #2135, whose order is the file order).
 
+The order is the engine's processing order, one document after another. Documents scored side by
+side in one TTT batch may be listed in any order among themselves (each one's prediction uses only
+its own prefix and adapter, so listing A before B lets B's hints use all of A without A depending
+on B); a global update must follow every document it trained on and precede every one it affects.
+
 `hints.token[t]` is the hint for the token at stream position t (the target the eval scores there),
 -1 where none fires; `hints.confidence[t]` the context's top share. Three implementations give
 equal arrays: the C++ pass (native), the offline numpy sort (fallback) and a literal Python one
