@@ -178,6 +178,9 @@ enum { NGRAM_OK = 0, NGRAM_BAD_ARGS = -1, NGRAM_BAD_TOKEN = -2, NGRAM_NO_MEMORY 
 
 int pgolf_ngram_abi_version(void) { return 1; }
 
+// The context key of k tokens (oldest first): exported so the tests can hold keys.py to it.
+uint64_t pgolf_ngram_context_key(const int32_t* window, int32_t k) { return context_key(window, k); }
+
 // tokens[n_tokens]: the stream; spans (start, len) in scoring order, each position at most once.
 // out_hint[pos]: the context's top continuation where its share >= threshold (float32), else -1.
 // out_conf[pos]: that share (top count / total, float32), 0 where the context is unseen or short.

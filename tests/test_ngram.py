@@ -257,6 +257,19 @@ def test_order_sets_the_context_length(backend):
 
 # ---- native build and fallback -------------------------------------------------------------------------
 
+@needs_native
+def test_native_context_keys_are_the_numpy_ones():
+    from pgolf.ngram.keys import context_keys
+
+    lib = native.load()
+    rng = np.random.default_rng(11)
+    for k in (1, 3, 15, 31):
+        stream = rng.integers(0, 8192, size=k + 20).astype(np.int32)
+        want = context_keys(stream, k)
+        got = [lib.pgolf_ngram_context_key(stream[i:i + k].ctypes.data, k) for i in range(20)]
+        assert got == want.tolist()
+
+
 @pytest.mark.skipif(CXX is None, reason="no C++ compiler")
 def test_native_is_built_where_a_compiler_exists():
     assert native_available(), "a C++ compiler exists but pgolf/ngram/_ngram_state is not built (make install)"

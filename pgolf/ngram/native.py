@@ -32,6 +32,8 @@ def load() -> ctypes.CDLL | None:
     if lib.pgolf_ngram_abi_version() != ABI_VERSION:
         raise PgolfError(f"{spec.origin}: n-gram ABI {lib.pgolf_ngram_abi_version()}, expected {ABI_VERSION}; "
                          "rebuild with `python setup.py build_ext --inplace`")
+    lib.pgolf_ngram_context_key.restype = ctypes.c_uint64
+    lib.pgolf_ngram_context_key.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.pgolf_ngram_build.restype = ctypes.c_int
     lib.pgolf_ngram_build.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, _i64p, _i64p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32,
