@@ -105,3 +105,12 @@ def test_bad_tilt_input_is_a_clear_error(beta, hint_dtype, match):
         tilt_log_probs(log_probs, hint.to(hint_dtype), beta)
     with pytest.raises(PgolfError, match=match):
         tilted_nll(-log_probs[:, 0], log_probs[:, 0], hint.to(hint_dtype), target, beta)
+
+
+def test_compiled_equals_eager():
+    # aot_eager: the whole score traces as one graph (fullgraph) without inductor's slow CPU codegen
+    log_probs, target, hint = _case(5, n=37, vocab=64, dtype=torch.float32)
+    nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    args = (nll, hint_log_prob(log_probs, hint), hint, target, 2.625)
+    compiled = torch.compile(tilted_nll, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(*args), tilted_nll(*args), rtol=0, atol=0)
