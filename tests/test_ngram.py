@@ -348,3 +348,19 @@ def test_bad_backend_and_empty_stream():
     for backend in BACKENDS:
         h = _build(backend, np.zeros(0, dtype=np.int32), 4)
         assert h.token.shape == (0,) and h.fired == 0
+
+
+def test_a_library_that_does_not_load_is_a_clear_error(monkeypatch, tmp_path):
+    import importlib.util
+    from types import SimpleNamespace
+
+    bad = tmp_path / "_ngram_state.so"
+    bad.write_bytes(b"not a shared object")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: SimpleNamespace(origin=str(bad)))
+    native.load.cache_clear()
+    try:
+        with pytest.raises(PgolfError, match="cannot be loaded"):
+            native.load()
+    finally:
+        monkeypatch.undo()
+        native.load.cache_clear()  # the real library again for the tests after this one

@@ -27,7 +27,11 @@ def load() -> ctypes.CDLL | None:
     spec = importlib.util.find_spec(MODULE)
     if spec is None or spec.origin is None:
         return None
-    lib = ctypes.CDLL(spec.origin)
+    try:
+        lib = ctypes.CDLL(spec.origin)
+    except OSError as e:
+        raise PgolfError(f"{spec.origin}: cannot be loaded ({e}); rebuild with `python setup.py build_ext --inplace` "
+                         "or delete it to use the numpy fallback") from None
     lib.pgolf_ngram_abi_version.restype = ctypes.c_int
     if lib.pgolf_ngram_abi_version() != ABI_VERSION:
         raise PgolfError(f"{spec.origin}: n-gram ABI {lib.pgolf_ngram_abi_version()}, expected {ABI_VERSION}; "

@@ -32,7 +32,7 @@ from pgolf.ngram.settings import NgramSettings
 BACKENDS = ("auto", "native", "numpy")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare their fields, not the records
 class Hints:
     token: np.ndarray  # int32 [N]: gated hint for the token at each stream position, -1 where none
     confidence: np.ndarray  # float32 [N]: top count / total of the position's context, 0 where unseen
