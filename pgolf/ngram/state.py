@@ -16,6 +16,11 @@ on B); a global update must follow every document it trained on and precede ever
 -1 where none fires; `hints.confidence[t]` the context's top share. Three implementations give
 equal arrays: the C++ pass (native), the offline numpy sort (fallback) and a literal Python one
 (pgolf.ngram.reference, for tests).
+
+Against #2130's helper (the same read / count / top-on-strictly-greater rule): its hint i is for
+v[i+1], ours at t is for v[t]; its ring is pre-seeded with the first token (F1.1 item 6), ours
+gives no hint until order-1 tokens are seen; the key functions are our own (pgolf.ngram.keys).
+Not compared against its code (not run here).
 """
 from __future__ import annotations
 
