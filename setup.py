@@ -5,14 +5,18 @@ and the `pgolf` command.
 `python setup.py build_ext` compiles the CUDA sources in csrc/ into `pgolf._C` where a CUDA
 build of torch and nvcc exist. Elsewhere (CPU machines, or pip's isolated build, which has
 no torch) it builds nothing and says so; every op then runs its reference implementation.
+It also builds `pgolf.ngram._ngram_state` (csrc/ngram_state.cpp) everywhere a C++ compiler exists: plain
+C++ behind a C ABI, loaded with ctypes, no torch headers. It is optional: where it fails to build, the
+n-gram state uses its numpy fallback.
 """
 import glob
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 
 def cuda_extensions():
-    sources = sorted(glob.glob("csrc/*.cu") + glob.glob("csrc/*.cpp"))  # csrc/tests: host-side checks only
+    # csrc/tests: host-side checks only; csrc/ngram*: the CPU n-gram extension below
+    sources = sorted(glob.glob("csrc/*.cu") + [p for p in glob.glob("csrc/*.cpp") if not p.startswith("csrc/ngram")])
     if not sources:
         return [], {}
     try:
@@ -31,7 +35,13 @@ def cuda_extensions():
     return [ext], {"build_ext": BuildExtension}
 
 
+def ngram_extension():
+    return Extension("pgolf.ngram._ngram_state", ["csrc/ngram_state.cpp"], language="c++",
+                     extra_compile_args=["-O3", "-std=c++17"], optional=True)
+
+
 ext_modules, cmdclass = cuda_extensions()
+ext_modules = ext_modules + [ngram_extension()]
 
 setup(
     name="pgolf",
