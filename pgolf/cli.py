@@ -9,7 +9,7 @@ from pgolf.errors import PgolfError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgolf import demo
+    from pgolf import demo, stats
     from pgolf.data import commands as data_commands
     from pgolf.eval import commands as eval_commands
     from pgolf.train import commands as train_commands
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(sub)
     eval_commands.register(sub)
     data_commands.register(sub)
+    stats.register(sub)
     return parser
 
 
