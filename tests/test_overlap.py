@@ -81,10 +81,18 @@ def test_last_document_and_prefix_limit(tmp_path):
     assert scan_overlap(tmp_path, max_train_tokens=stream.size - val_docs[0].size - 5).hits == 0
 
 
-def test_prepare_records_the_scan(tiny_data):
-    data, _ = tiny_data
+def test_prepare_records_the_scan(tiny_data, bbc_docs):
+    """The embedded BBC corpus holds a real duplicate: article 102 (train) repeats article 24 (val)."""
     import json
 
-    manifest = json.loads((data / "manifest.json").read_text())
-    assert manifest["overlap"]["clean"] and manifest["overlap"]["val_docs"] == 40
-    assert manifest["overlap"]["train_tokens"] == manifest["splits"]["train"]["tokens"]
+    data, _ = tiny_data
+    assert bbc_docs[102] == bbc_docs[24] and bbc_docs[:40].count(bbc_docs[24]) == 1
+    overlap = json.loads((data / "manifest.json").read_text())["overlap"]
+    assert not overlap["clean"] and overlap["hits"] == 1 and overlap["val_docs"] == 40
+    val = shards.load_split(data, "val")
+    bos = np.flatnonzero(val == BOS)
+    doc24 = val[bos[24] + 1:bos[25]]
+    train = shards.load_split(data, "train")
+    at = overlap["first_global_offset"]
+    assert np.array_equal(train[at:at + doc24.size], doc24) and train[at - 1] == BOS
+    assert train[at + doc24.size] == BOS and (train[:at] == BOS).sum() == 102 - 40 + 1
