@@ -10,6 +10,7 @@ from pgolf.errors import PgolfError
 
 def build_parser() -> argparse.ArgumentParser:
     from pgolf import demo, stats
+    from pgolf.check import commands as check_commands
     from pgolf.data import commands as data_commands
     from pgolf.eval import commands as eval_commands
     from pgolf.train import commands as train_commands
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.register(sub)
     data_commands.register(sub)
     stats.register(sub)
+    check_commands.register(sub)
     return parser
 
 
