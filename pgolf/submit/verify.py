@@ -31,10 +31,11 @@ def site_dirs() -> list[str]:
     return [p for p in site.getsitepackages() if Path(p).is_dir()]
 
 
-def run_isolated(script: str | Path, args: list[str], cwd: str | Path, timeout: float = 1800) -> subprocess.CompletedProcess:
+def run_isolated(script: str | Path, args: list[str], cwd: str | Path, timeout: float = 1800,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     code = _CHILD.format(paths=site_dirs(), script=str(Path(script).resolve()), args=list(args))
     return subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def packed_val_bpb(proc: subprocess.CompletedProcess) -> float:
