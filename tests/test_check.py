@@ -81,6 +81,15 @@ def test_clean_document_packing_passes(check_data):
     assert all(r.passed for r in rows), format_table(rows, "docs", 0)
 
 
+def test_clean_gdn_hybrid_passes_both_modes(check_data):
+    """GatedDeltaNet with an attention layer, SmearGate, BigramHash and doc isolation (spec 6.1's shape)."""
+    model = tiny_model(arch="gdn", attn_layers="1", gdn_head_dim=16, gdn_chunk_size=16, doc_isolation=True,
+                       smear_gate=True, bigram_buckets=64, bigram_dim=16)
+    for mode in (PackedDocsMode(128, check_data[1].bos_id), WindowsMode(128, stride=64)):
+        rows = run_checks(model, plan(check_data, mode, disjoint=False))
+        assert all(r.passed for r in rows), format_table(rows, mode.name, 0)
+
+
 class SmearGateWithoutBOSMask(SmearGate):
     """The planted bug of PR #1797 (spec 5.6): the previous token leaks across a BOS."""
 
@@ -227,6 +236,15 @@ def test_ledger_rules_and_roundtrip(tmp_path):
         ScoreLedger.load(tmp_path / "bad.npz")
 
 
+def test_perturbation_changes_every_later_token_and_keeps_documents():
+    tokens = torch.tensor([1, 5, 9, 1, 0, 1023, 2, 1, 1, 7], dtype=torch.int32)
+    for seed in range(20):
+        out = c.perturb_from(tokens, 4, 1, 1024, torch.Generator().manual_seed(seed))
+        assert torch.equal(out[:4], tokens[:4]) and torch.equal(out == 1, tokens == 1)
+        later = tokens[4:] != 1
+        assert (out[4:][later] != tokens[4:][later]).all() and int(out.max()) < 1024 and int(out.min()) >= 0
+
+
 def test_cli_exit_codes(check_data, tiny_data, capsys):
     from pgolf.cli import main
 
@@ -239,3 +257,11 @@ def test_cli_exit_codes(check_data, tiny_data, capsys):
     with pytest.raises(SystemExit) as e:
         main(["check", "--config", "smoke", *common, f"data.path={tiny_data[0]}"])
     assert e.value.code == 1 and "F10" in capsys.readouterr().out
+    ledger = ScoreLedger(50)  # a saved ledger of an eval run whose first update read unscored positions
+    ledger.update(range(0, 10))
+    ledger.scored(range(1, 50))
+    ledger.save(data.parent / "ttt_ledger.npz")
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--config", "smoke", *common, "--no-disjoint", "--ledger", str(data.parent / "ttt_ledger.npz")])
+    out = capsys.readouterr().out
+    assert e.value.code == 1 and "(ttt_ledger.npz)" in out and "update 1 read position 1" in out

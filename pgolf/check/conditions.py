@@ -40,7 +40,7 @@ class Outcome:
     detail: str
 
 
-def _run(mode: EvalMode, model: nn.Module, tokens: Tensor) -> Scored:
+def run_mode(mode: EvalMode, model: nn.Module, tokens: Tensor) -> Scored:
     return mode.score(copy.deepcopy(model), tokens)  # an adapting mode must not carry state between runs
 
 
@@ -64,9 +64,9 @@ def cut_points(tokens: Tensor, bos_id: int, count: int) -> list[int]:
     across a BOS shows first there)."""
     n = tokens.numel()
     points = {max(1, n * (i + 1) // (count + 1)) for i in range(count)}
-    bos = torch.nonzero(tokens[1:] == bos_id).flatten() + 1
+    bos = torch.nonzero(tokens[1:-1] == bos_id).flatten() + 1  # BOS with a token after it
     if bos.numel():
-        points.add(int(bos[bos.numel() // 2]) + 1 if int(bos[bos.numel() // 2]) + 1 < n else int(bos[0]))
+        points.add(int(bos[bos.numel() // 2]) + 1)
     return sorted(points)
 
 
@@ -77,7 +77,7 @@ def check_c1(mode: EvalMode, model: nn.Module, tokens: Tensor, bos_id: int, voca
     compared, worst = 0, 0.0
     method = f"perturb x[>=t] at {cuts + 1} cuts, compare p_s for s<=t ({'bitwise' if tolerance == 0 else f'tol {tolerance}'})"
     for t in cut_points(tokens, bos_id, cuts):
-        other = _run(mode, model, perturb_from(tokens, t, bos_id, vocab_size, gen))
+        other = run_mode(mode, model, perturb_from(tokens, t, bos_id, vocab_size, gen))
         o_order = torch.argsort(other.positions, stable=True)
         if not torch.equal(base.positions[order], other.positions[o_order]):
             return Outcome("C1", method, False, f"the scoring plan changed when tokens >= {t} changed")

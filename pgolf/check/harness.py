@@ -44,7 +44,7 @@ def run_checks(model: nn.Module, plan: CheckPlan) -> list[c.Outcome]:
     rows = c.check_totals(val.tokens, val.position_bytes, plan.data_dir, plan.tokenizer)
     n = min(plan.n_tokens, len(val))
     tokens, pbytes = val.tokens[:n].cpu(), val.position_bytes[:n].cpu()
-    base = c._run(plan.mode, model, tokens)
+    base = c.run_mode(plan.mode, model, tokens)
     rows.append(c.check_coverage(base, n))
     rows.append(c.check_scored_bytes(base, pbytes))
     rows += c.check_c2(base, tokens)
