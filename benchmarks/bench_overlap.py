@@ -6,7 +6,7 @@ vocab 8192) of `--shards` train shards of `--shard-tokens` and one val shard of
 warm files. Best of `--repeats`. One val document is planted near the end so the scan must
 carry it to a hit.
 
-    python benchmarks/bench_overlap.py [--shards 4] [--shard-tokens 25000000] [--repeats 2]
+    python benchmarks/bench_overlap.py [--shards 4] [--shard-tokens 25000000] [--repeats 2] [--workers 1 2]
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--shard-tokens", type=int, default=25_000_000)
     ap.add_argument("--val-docs", type=int, default=50_000)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     print(header("python " + " ".join(sys.argv)))
     rng = np.random.default_rng(0)
@@ -54,14 +55,16 @@ def main() -> None:
                 stream[at + 1:at + 1 + doc.size] = doc
                 stream[at + 1 + doc.size] = BOS
             shards.write_shard(d / shards.shard_name("train", i), stream)
-        best = None
-        for _ in range(args.repeats):
-            r = scan_overlap(d, tokens_per_step=tokens_per_step(786_432, 8, 1))
-            best = r if best is None or r.seconds < best.seconds else best
-        assert best.hits == 1, best.summary()
-        print(best.summary())
-        print(f"| {args.shards} x {args.shard_tokens:,} | {best.train_tokens:,} | {best.val_docs:,} | "
-              f"{best.seconds:.2f} | {best.tokens_per_second / 1e6:.1f}M |")
+        print("| shards x tokens | train tokens | val docs | workers | seconds | tokens/s |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for workers in args.workers:
+            best = None
+            for _ in range(args.repeats):
+                r = scan_overlap(d, tokens_per_step=tokens_per_step(786_432, 8, 1), workers=workers)
+                best = r if best is None or r.seconds < best.seconds else best
+            assert best.hits == 1 and best.first_step == 128, best.summary()
+            print(f"| {args.shards} x {args.shard_tokens:,} | {best.train_tokens:,} | {best.val_docs:,} | {workers} | "
+                  f"{best.seconds:.2f} | {best.tokens_per_second / 1e6:.1f}M |")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_hash_is_per_document_content_and_carries_tails():
         assert hash_documents(_stream(swapped), BOS)[0].hashes[9] != full.hashes[9]
 
 
-@pytest.mark.parametrize("shard_tokens", [997, 4096, 100_000])
+@pytest.mark.parametrize("shard_tokens", [251, 997, 4096, 100_000])  # 251: documents span several shards
 def test_planted_val_document_is_found_with_its_position(tmp_path, shard_tokens, monkeypatch):
     monkeypatch.setattr("pgolf.data.overlap.CHUNK_TOKENS", 700)  # many chunks: documents straddle chunks and shards
     rng = np.random.default_rng(1)
@@ -63,6 +63,8 @@ def test_planted_val_document_is_found_with_its_position(tmp_path, shard_tokens,
     assert np.array_equal(stream[offset:offset + val_docs[17].size], val_docs[17])
     per_step = tokens_per_step(batch_tokens=512, world=2, grad_accum=2)
     report = scan_overlap(tmp_path, tokens_per_step=per_step)
+    assert scan_overlap(tmp_path, tokens_per_step=per_step, workers=2).as_dict() | {"seconds": 0, "tokens_per_second": 0} == \
+        report.as_dict() | {"seconds": 0, "tokens_per_second": 0}
     assert report.hits == 1 and report.val_docs_hit == 1 and not report.clean
     assert report.first_global_offset == offset
     assert report.first_shard == shards.shard_name("train", offset // shard_tokens)
@@ -78,7 +80,9 @@ def test_last_document_and_prefix_limit(tmp_path):
     stream = _stream(train_docs + [val_docs[0]])  # at the very end of the stream
     _write(tmp_path, "train", stream, 1000)
     assert scan_overlap(tmp_path).hits == 1
-    assert scan_overlap(tmp_path, max_train_tokens=stream.size - val_docs[0].size - 5).hits == 0
+    cut = scan_overlap(tmp_path, max_train_tokens=stream.size - val_docs[0].size - 5)
+    assert cut.hits == 0 and cut.train_tokens == stream.size - val_docs[0].size - 5
+    assert scan_overlap(tmp_path, max_train_tokens=2500, workers=2).train_tokens == 2500
 
 
 def test_prepare_records_the_scan(tiny_data, bbc_docs):

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cuts", type=int, default=4, help="C1 perturbation cut points (default 4, plus one at a BOS)")
     p.add_argument("--ledger", type=Path, default=None, help="a score ledger (.npz) saved by an eval run: check C3 on it")
     p.add_argument("--no-disjoint", action="store_true", help="skip the train/val document scan")
+    p.add_argument("--workers", type=int, default=1, help="processes for the train shard scan (default 1)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.path=...")
     p.set_defaults(func=_check)
 
@@ -55,7 +56,8 @@ def _check(args) -> None:
     else:
         model = random_weights(GPT(cfg.model))
     plan = CheckPlan(Path(cfg.data.path), tok, mode, n_tokens=args.tokens, cuts=args.cuts, ledger=args.ledger,
-                     disjoint=not args.no_disjoint, tokens_per_step=tokens_per_step(cfg.train.batch_tokens))
+                     disjoint=not args.no_disjoint, tokens_per_step=tokens_per_step(cfg.train.batch_tokens),
+                     workers=args.workers)
     rows, seconds = timed_checks(model, plan)
     print(format_table(rows, mode.name, seconds))
     if not all(r.passed for r in rows):

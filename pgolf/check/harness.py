@@ -36,6 +36,7 @@ class CheckPlan:
     val_loader: ValLoader = load_val_set  # how the eval under test loads its val stream
     disjoint: bool = True
     tokens_per_step: int | None = None
+    workers: int = 1  # processes for the train shard scan
     ledger: Path | None = None  # a saved ledger of a full eval run, checked for C3 too
 
 
@@ -55,12 +56,12 @@ def run_checks(model: nn.Module, plan: CheckPlan) -> list[c.Outcome]:
         saved = c.check_c3(ScoreLedger.load(plan.ledger))
         rows.append(c.Outcome("C3", f"{saved.method} ({plan.ledger.name})", saved.passed, saved.detail))
     if plan.disjoint:
-        rows.append(check_disjoint(plan.data_dir, plan.tokenizer.bos_id, plan.tokens_per_step))
+        rows.append(check_disjoint(plan.data_dir, plan.tokenizer.bos_id, plan.tokens_per_step, plan.workers))
     return rows
 
 
-def check_disjoint(data_dir: Path, bos_id: int, tokens_per_step: int | None) -> c.Outcome:
-    r = scan_overlap(data_dir, bos_id, tokens_per_step)
+def check_disjoint(data_dir: Path, bos_id: int, tokens_per_step: int | None, workers: int = 1) -> c.Outcome:
+    r = scan_overlap(data_dir, bos_id, tokens_per_step, workers=workers)
     return c.Outcome("F10", f"hash of every val document looked up in {r.train_shards} train shards "
                             f"({r.train_tokens:,} tokens, {r.tokens_per_second / 1e6:.1f}M tokens/s)",
                      r.clean, r.summary().split(": ", 1)[-1])

@@ -19,7 +19,9 @@ consumed by step ⌊g / tokens_per_step⌋ + 1 (steps counted from 1, as the log
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,27 +146,56 @@ def _val_hashes(directory: Path, bos_id: int | None) -> tuple[np.ndarray, int, i
     return np.unique(docs.hashes), docs.hashes.size, bos_id
 
 
-def _stream_chunks(files: list[Path], limit: int | None):
-    """(file index, offset in file, array) pieces of the train stream, in loader order."""
-    taken = 0
-    for i, path in enumerate(files):
-        mm = shards.read_shard(path)
-        for lo in range(0, mm.size, CHUNK_TOKENS):
-            hi = min(lo + CHUNK_TOKENS, mm.size)
-            if limit is not None:
-                hi = min(hi, lo + limit - taken)
-            if hi <= lo:
-                return
-            yield i, lo, np.asarray(mm[lo:hi])
-            taken += hi - lo
+@dataclass
+class _Part:
+    """One shard's scan: its complete documents' lookups, and the fragments at its two ends."""
+
+    hits: int
+    docs: int
+    first_hit: int | None  # offset in the shard of the first hit's first token
+    found: np.ndarray  # hashes hit
+    head: np.ndarray  # tokens before the shard's first BOS (the end of the previous shard's document)
+    tail: np.ndarray  # tokens after its last BOS (a document that may go on in the next shard)
+    tail_start: int
+    has_bos: bool
+
+
+def _scan_shard(path: Path, limit: int, bos_id: int, val_set: np.ndarray) -> _Part:
+    """Hash and look up the documents wholly inside the first `limit` tokens of one shard, in chunks."""
+    mm = shards.read_shard(path)[:limit]
+    bos = np.flatnonzero(np.asarray(mm[:CHUNK_TOKENS]) == bos_id)
+    lo = 0
+    while not bos.size and lo + CHUNK_TOKENS < mm.size:  # a shard may open with a long document's rest
+        lo += CHUNK_TOKENS
+        bos = np.flatnonzero(np.asarray(mm[lo:lo + CHUNK_TOKENS]) == bos_id) + lo
+    if not bos.size:
+        return _Part(0, 0, None, np.zeros(0, np.uint64), np.asarray(mm).copy(), np.zeros(0, np.uint16), 0, False)
+    first_bos = int(bos[0])
+    hits = docs = 0
+    first, found = None, []
+    carry, carry_at = np.zeros(0, np.uint16), first_bos + 1
+    for at in range(first_bos + 1, mm.size, CHUNK_TOKENS):
+        piece = np.asarray(mm[at:at + CHUNK_TOKENS])
+        chunk = np.concatenate([carry, piece]) if carry.size else piece
+        chunk_at = at - carry.size
+        d, tail = hash_documents(chunk, bos_id, complete_tail=False)
+        n, hit_first, f = _lookup(d, val_set)
+        hits, docs = hits + n, docs + d.hashes.size
+        if n:
+            found.append(f)
+            first = chunk_at + hit_first if first is None else first
+        carry, carry_at = chunk[tail:].copy(), chunk_at + tail
+    return _Part(hits, docs, first, np.concatenate(found) if found else np.zeros(0, np.uint64),
+                 np.asarray(mm[:first_bos]).copy(), carry, carry_at, True)
 
 
 def scan_overlap(directory: str | Path, bos_id: int | None = None, tokens_per_step: int | None = None,
-                 max_train_tokens: int | None = None) -> OverlapReport:
+                 max_train_tokens: int | None = None, workers: int = 1) -> OverlapReport:
     """Look every train document of a dataset directory up among its val documents.
 
     `max_train_tokens` scans only the prefix a run consumes (steps × tokens_per_step);
-    `bos_id` defaults to the val stream's first token.
+    `bos_id` defaults to the val stream's first token. Shards are hashed by `workers`
+    processes; the documents that straddle shards are joined and looked up here.
     """
     directory = Path(directory)
     t0 = time.perf_counter()
@@ -174,35 +205,47 @@ def scan_overlap(directory: str | Path, bos_id: int | None = None, tokens_per_st
         raise PgolfError(f"no fineweb_train_NNNNNN.bin shards in {directory}")
     sizes = np.array([shards.read_header(p) for p in files], dtype=np.int64)
     file_starts = np.concatenate([[0], np.cumsum(sizes)])
+    limit = int(file_starts[-1]) if max_train_tokens is None else min(max_train_tokens, int(file_starts[-1]))
+    limits = [int(min(sizes[i], max(0, limit - file_starts[i]))) for i in range(len(files))]
+    tasks = [(files[i], limits[i], bos_id, val_set) for i in range(len(files)) if limits[i] > 0]
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_scan_shard, *zip(*tasks)))
+    else:
+        parts = [_scan_shard(*t) for t in tasks]
+    hits = docs = 0
+    firsts, found = [], []
     carry, carry_global = np.zeros(0, np.uint16), 0
-    hits = train_docs = train_tokens = 0
-    first: int | None = None
-    hit_sets = []
-    for i, lo, piece in _stream_chunks(files, max_train_tokens):
-        chunk = np.concatenate([carry, piece]) if carry.size else piece
-        chunk_global = int(file_starts[i] + lo) - carry.size
-        docs, tail = hash_documents(chunk, bos_id, complete_tail=False)
-        n_hits, hit_first, found = _lookup(docs, val_set)
-        hits, train_docs = hits + n_hits, train_docs + docs.hashes.size
-        if n_hits:
-            hit_sets.append(found)
-            if first is None:
-                first = chunk_global + hit_first
-        carry, carry_global = chunk[tail:].copy(), chunk_global + tail
-        train_tokens += piece.size
-    if carry.size:  # the stream's last document ends where the stream does
-        docs, _ = hash_documents(carry, bos_id)
-        n_hits, hit_first, found = _lookup(docs, val_set)
-        hits, train_docs = hits + n_hits, train_docs + docs.hashes.size
-        if n_hits:
-            hit_sets.append(found)
-            if first is None:
-                first = carry_global + hit_first
+
+    def join(tokens: np.ndarray, at: int) -> None:  # a document that straddled shards, now complete
+        nonlocal hits, docs
+        d, _ = hash_documents(tokens, bos_id)
+        n, hit_first, f = _lookup(d, val_set)
+        hits, docs = hits + n, docs + d.hashes.size
+        if n:
+            firsts.append(at + hit_first)
+            found.append(f)
+
+    for i, part in enumerate(parts):
+        start = int(file_starts[i])
+        if not part.has_bos:
+            carry_global = carry_global if carry.size else start
+            carry = np.concatenate([carry, part.head])
+            continue
+        join(np.concatenate([carry, part.head]), carry_global if carry.size else start)
+        hits, docs = hits + part.hits, docs + part.docs
+        if part.hits:
+            firsts.append(start + part.first_hit)
+            found.append(part.found)
+        carry, carry_global = part.tail, start + part.tail_start
+    if carry.size:
+        join(carry, carry_global)
+    first = min(firsts) if firsts else None
     shard_idx = None if first is None else int(np.searchsorted(file_starts, first, side="right") - 1)
     return OverlapReport(
-        val_docs=n_val, val_distinct=int(val_set.size), train_docs=train_docs, train_tokens=train_tokens,
+        val_docs=n_val, val_distinct=int(val_set.size), train_docs=docs, train_tokens=sum(limits),
         train_shards=len(files), hits=hits,
-        val_docs_hit=int(np.unique(np.concatenate(hit_sets)).size) if hit_sets else 0,
+        val_docs_hit=int(np.unique(np.concatenate(found)).size) if found else 0,
         first_shard=None if first is None else files[shard_idx].name,
         first_offset=None if first is None else int(first - file_starts[shard_idx]),
         first_global_offset=first,

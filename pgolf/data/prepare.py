@@ -200,7 +200,7 @@ def prepare(opts: PrepareOptions) -> dict:
         sidecars = side_sink.close()
         manifest = _manifest(opts, tok, input_files, counts, written, sidecars, staging, seconds)
         if written["train"]:  # frontier-spec F10: no val document may also be a training document
-            manifest["overlap"] = scan_overlap(staging, tok.bos_id).as_dict()
+            manifest["overlap"] = scan_overlap(staging, tok.bos_id, workers=opts.workers).as_dict()
         for path in stale:
             path.unlink()
         for path in [*written["val"], *written["train"], *sidecars]:
