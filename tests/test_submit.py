@@ -37,10 +37,10 @@ def packed_smoke():
 
 def test_closure_is_the_training_entry_and_nothing_else():
     mods = import_closure().modules
-    assert {"pgolf.train.trainer", "pgolf.config", "pgolf.export.export", "pgolf.metric.bpb"} <= set(mods)
+    assert {"pgolf.train.trainer", "pgolf.config", "pgolf.export.export", "pgolf.metric.bpb", "pgolf.eval.scoring"} <= set(mods)
     assert {"pgolf_kernels.gdn_state", "pgolf_kernels.newton_schulz"} <= set(mods)  # loaded by name (kernel_module)
     for absent in ("pgolf.cli", "pgolf.demo", "pgolf.stats", "pgolf.check.harness", "pgolf.submit.pack",
-                   "pgolf.data.prepare", "pgolf.data.download", "pgolf.eval.scoring", "pgolf.data.overlap"):
+                   "pgolf.data.prepare", "pgolf.data.download", "pgolf.eval.commands", "pgolf.data.overlap"):
         assert absent not in mods
     assert all(f"{'.'.join(m.split('.')[:i])}" in mods for m in mods for i in range(1, len(m.split("."))))
 
@@ -93,7 +93,8 @@ def seed_runs(tmp_path_factory, tiny_data):
 
 
 def test_records_folder(tmp_path, seed_runs):
-    sub = write_submission(seed_runs, SubmitOptions(tmp_path / "rec", "A. Author", "aauthor", "Tiny test", score=9.0))
+    sub = write_submission(seed_runs, SubmitOptions(tmp_path / "rec", "A. Author", "aauthor", "Tiny test", score=9.0,
+                                                    verify=False))
     files = sorted(p.name for p in (tmp_path / "rec").iterdir())
     assert files == ["README.md", "requirements.txt", "submission.json", "train_gpt.py", "train_seed1.log",
                      "train_seed2.log"]
@@ -110,11 +111,20 @@ def test_records_folder(tmp_path, seed_runs):
     assert "pgolf/configs/submission.toml" in program  # the runs' own recipe is the packed preset
     reqs = (tmp_path / "rec" / "requirements.txt").read_text()
     assert "torch" in reqs and "brotli" in reqs and "pgolf" not in reqs.split("#")[0]
-    assert "bytes_total" in (tmp_path / "rec" / "README.md").read_text()
+    assert "bytes_total" in (tmp_path / "rec" / "README.md").read_text() and "verification" not in sub
+
+
+@pytest.mark.slow
+def test_records_folder_verified_by_the_packed_script(tmp_path, seed_runs):
+    sub = write_submission(seed_runs, SubmitOptions(tmp_path / "rec", "A. Author", "aauthor", "Tiny test"))
+    assert sub["p_value"] is None
+    for seed, v in sub["verification"]["seeds"].items():  # rescored by the packed script without pgolf
+        assert v["val_bpb"] == v["logged_val_bpb"] == sub["seed_results"][seed]["val_bpb"]
+        assert v["bytes_total"] == sub["seed_results"][seed]["bytes_total"] < 16_000_000
 
 
 def test_records_folder_refuses_bad_input(tmp_path, seed_runs):
-    opts = SubmitOptions(tmp_path / "rec", "a", "b", "c")
+    opts = SubmitOptions(tmp_path / "rec", "a", "b", "c", verify=False)
     with pytest.raises(PgolfError, match="repeat a seed"):
         write_submission([seed_runs[0], seed_runs[0]], opts)
     cfg = json.loads((seed_runs[1] / "config.json").read_text())

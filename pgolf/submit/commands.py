@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--hardware", default="", help="e.g. '8xH100 80GB SXM' (default: from the run log)")
     s.add_argument("--against", nargs="+", default=None, metavar="RUN", help="reference runs for the p-value")
     s.add_argument("--score", type=float, default=None, help="reference val_bpb for the p-value")
+    s.add_argument("--no-verify", action="store_true",
+                   help="skip rescoring each artifact with the packed script in a process without pgolf")
     s.set_defaults(func=_submit)
 
     p = sub.add_parser("pack", help="write the packed train_gpt.py of a preset and print its counted code bytes")
@@ -29,7 +31,7 @@ def _submit(args) -> None:
     from pgolf.submit.records import SubmitOptions, write_submission
 
     sub = write_submission(args.runs, SubmitOptions(args.out, args.author, args.github_id, args.name, args.track,
-                                                    args.hardware, args.against, args.score))
+                                                    args.hardware, args.against, args.score, not args.no_verify))
     p = "" if sub["p_value"] is None else f", p={sub['p_value']:.4g}"
     print(f"{args.out}: val_bpb {sub['val_bpb']:.8f} (std {sub['val_bpb_std']:.8f}, {len(sub['seeds'])} seeds{p}); "
           f"bytes_total {sub['bytes_total']:,} (code {sub['bytes_code']:,})")

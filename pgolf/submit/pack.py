@@ -14,6 +14,8 @@ Files go to disk, not to an in-memory importer, because Triton compiles kernels 
 their source files and the config loader reads presets next to its module. Counted code
 bytes are the size of that script. Arguments are config overrides (`key=value`; the
 challenge's environment variables apply as in `pgolf train`); it runs under torchrun too.
+`train_gpt.py eval ARTIFACT [data=... tokenizer=... stride=N batch_tokens=N device=cpu]` scores an
+artifact file instead (as `pgolf eval` does), which is how a submission's total is verified.
 """
 from __future__ import annotations
 
@@ -40,8 +42,18 @@ for n,s in F.items():
 sys.path.insert(0,d)
 from pgolf.config import load_config
 from pgolf.errors import PgolfError
-from pgolf.train.trainer import run_training
-try:r=run_training(load_config(P,sys.argv[1:]),preset=P)
+a=sys.argv[1:]
+try:
+ if a[:1]==['eval']:
+  import json;from pgolf.eval.scoring import score_artifact
+  k=dict(x.split('=',1) for x in a[2:])
+  for n in('seq_len','stride','batch_tokens'):
+   if n in k:k[n]=int(k[n])
+  r=score_artifact(a[1],**k)
+  if r:print('eval '+json.dumps(r))
+  sys.exit(0)
+ from pgolf.train.trainer import run_training
+ r=run_training(load_config(P,a),preset=P)
 except PgolfError as e:print(f'train_gpt.py: error: {{e}}',file=sys.stderr);sys.exit(2)
 if r.is_main:print(f'val_bpb {{r.final.val_bpb:.8f}} val_loss {{r.final.val_loss:.8f}} steps {{r.steps}} run_dir {{r.run_dir}}')
 """

@@ -13,6 +13,10 @@ From the seed runs of one recipe (run directories written by `pgolf train`) it w
 - `train_seed<S>.log`: each run's log; `requirements.txt`: the third-party packages the
   packed code imports; `README.md`: the numbers and how to reproduce them.
 
+Unless told not to, it then rescores every seed's artifact with the packed script itself
+(`train_gpt.py eval`) in a process that cannot import pgolf, and requires the run's
+val_bpb and a total under the limit (`verification` in submission.json).
+
 It refuses runs of different recipes or val sets, and a total at or over 16,000,000 bytes.
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json
 from pgolf.submit.pack import Packed, pack
 from pgolf.submit.trace import Closure, import_closure
+from pgolf.submit.verify import packed_eval, run_isolated
 
 SIZE_LIMIT = 16_000_000
 RUN_ONLY = ("name", "out_dir", "seed", "resume", "overwrite", "progress")  # run.* that do not define the recipe
@@ -131,6 +136,7 @@ class SubmitOptions:
     hardware: str = ""
     against: list[str] | None = None
     score: float | None = None
+    verify: bool = True  # rescore every seed's artifact with the packed script in a process without pgolf
 
 
 def submission(runs: list[Run], packed: Packed, opts: SubmitOptions) -> dict:
@@ -216,6 +222,28 @@ variables (DATA_PATH, TOKENIZER_PATH, ...) override it. Requirements: {', '.join
 """
 
 
+def verify_artifacts(runs: list[Run], script: Path, code_bytes: int) -> dict:
+    """Score each seed's artifact file with the packed script (`train_gpt.py eval`) in a fresh process that
+    cannot import pgolf; its val_bpb must equal the run's (relative 1e-9) and artifact + code stay under the limit."""
+    out = {}
+    for run in runs:
+        artifact = run.path / Path(run.result["export"]["path"]).name
+        ev = run.config["eval"]
+        args = ["eval", str(artifact.resolve()), f"stride={ev['stride']}", f"batch_tokens={ev['batch_tokens']}"]
+        if run.config["run"]["device"] != "auto":
+            args.append(f"device={run.config['run']['device']}")
+        got = packed_eval(run_isolated(script, args, cwd=script.parent))
+        want = run.result["final"]["val_bpb"]
+        total = artifact.stat().st_size + code_bytes
+        if abs(got["val_bpb"] - want) > 1e-9 * want or got["token_count"] != run.result["final"]["token_count"]:
+            raise PgolfError(f"{artifact}: the packed script scores val_bpb {got['val_bpb']!r}, the run logged {want!r}")
+        if total >= SIZE_LIMIT:
+            raise PgolfError(f"{artifact}: {artifact.stat().st_size:,} B + code {code_bytes:,} B is not under {SIZE_LIMIT:,}")
+        out[str(run.seed)] = {"val_bpb": got["val_bpb"], "logged_val_bpb": want, "bytes_total": total,
+                              "eval_seconds": got["eval_seconds"]}
+    return out
+
+
 def write_submission(run_dirs: list[str | Path], opts: SubmitOptions) -> dict:
     runs = sorted((read_run(d) for d in run_dirs), key=lambda r: r.seed)
     check_runs(runs)
@@ -234,6 +262,10 @@ def write_submission(run_dirs: list[str | Path], opts: SubmitOptions) -> dict:
     sub = submission(runs, packed, opts)
     reqs = requirements(closure)
     atomic_write_bytes(out / "train_gpt.py", packed.script)
+    if opts.verify:
+        sub["verification"] = {"method": "train_gpt.py eval ARTIFACT in `python -I -S` with only site-packages "
+                                         "on its path (pgolf not importable)",
+                               "seeds": verify_artifacts(runs, out / "train_gpt.py", packed.code_bytes)}
     atomic_write_json(out / "submission.json", sub)
     atomic_write_bytes(out / "requirements.txt", ("".join(f"{r}\n" for r in reqs) + "# versions used: " + ", ".join(
         f"{r} {_version(r)}" for r in reqs) + "\n").encode("utf-8"))

@@ -1,6 +1,6 @@
 """Which source files a packed training script needs: the static import closure of its entry.
 
-Starting from the entry modules (the config loader and the trainer), every `import` and
+Starting from the entry modules (the config loader, the trainer and the artifact scorer), every `import` and
 `from ... import` of a pgolf or pgolf_kernels module is followed, at module level and
 inside functions alike, plus the kernels loaded by name (`kernel_module("x")` ->
 `pgolf_kernels.x`) and every parent package's `__init__`. A module not reachable this way
@@ -25,7 +25,7 @@ from pgolf.errors import PgolfError
 ROOTS = {"pgolf": Path(pgolf.__file__).resolve().parent, "pgolf_kernels": Path(pgolf_kernels.__file__).resolve().parent}
 NATIVE_MODULE = "pgolf._C"
 NATIVE_SUFFIXES = (".cu", ".cuh", ".cpp", ".h")
-ENTRY_MODULES = ("pgolf.config", "pgolf.train.trainer")
+ENTRY_MODULES = ("pgolf.config", "pgolf.train.trainer", "pgolf.eval.scoring")  # train; score an artifact
 
 
 @dataclass(frozen=True)

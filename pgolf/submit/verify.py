@@ -10,6 +10,7 @@ torch install); the dependencies seen are the same ones requirements.txt lists.
 """
 from __future__ import annotations
 
+import json
 import re
 import site
 import subprocess
@@ -43,3 +44,11 @@ def packed_val_bpb(proc: subprocess.CompletedProcess) -> float:
     if proc.returncode != 0 or m is None:
         raise PgolfError(f"the packed script failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return float(m.group(1))
+
+
+def packed_eval(proc: subprocess.CompletedProcess) -> dict:
+    """The result a packed script's `eval` printed."""
+    m = re.search(r"^eval (\{.*\})$", proc.stdout, re.M)
+    if proc.returncode != 0 or m is None:
+        raise PgolfError(f"the packed script's eval failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(m.group(1))
