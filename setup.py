@@ -62,7 +62,10 @@ setup(
         "zstandard",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "hypothesis", "triton"]},  # triton: the CPU interpreter tier
+    extras_require={
+        "test": ["pytest", "hypothesis", "triton", "scipy", "python-minifier"],
+        "submit": ["python-minifier"],  # pgolf submit / pack
+    },  # triton: the CPU interpreter tier; scipy: stats tests
     entry_points={"console_scripts": ["pgolf=pgolf.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -9,7 +9,9 @@ from pgolf.errors import PgolfError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgolf import demo
+    from pgolf import demo, stats
+    from pgolf.check import commands as check_commands
+    from pgolf.submit import commands as submit_commands
     from pgolf.data import commands as data_commands
     from pgolf.eval import commands as eval_commands
     from pgolf.train import commands as train_commands
@@ -21,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(sub)
     eval_commands.register(sub)
     data_commands.register(sub)
+    stats.register(sub)
+    check_commands.register(sub)
+    submit_commands.register(sub)
     return parser
 
 

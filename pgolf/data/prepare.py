@@ -32,6 +32,7 @@ from tqdm import tqdm
 import pgolf
 from pgolf.data import shards
 from pgolf.data.encode import encode_task, init_worker
+from pgolf.data.overlap import scan_overlap
 from pgolf.data.documents import expand_inputs, iter_documents
 from pgolf.data.tokenizer import IDENTITY, load_tokenizer
 from pgolf.errors import PgolfError
@@ -198,6 +199,8 @@ def prepare(opts: PrepareOptions) -> dict:
         written = {s: sinks[s].close() for s in sinks}
         sidecars = side_sink.close()
         manifest = _manifest(opts, tok, input_files, counts, written, sidecars, staging, seconds)
+        if written["train"]:  # frontier-spec F10: no val document may also be a training document
+            manifest["overlap"] = scan_overlap(staging, tok.bos_id, workers=opts.workers).as_dict()
         for path in stale:
             path.unlink()
         for path in [*written["val"], *written["train"], *sidecars]:

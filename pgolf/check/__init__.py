@@ -1,0 +1,1 @@
+"""Integrity tools: the compliance harness (`pgolf check`) over eval modes and score ledgers."""

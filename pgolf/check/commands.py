@@ -1,0 +1,64 @@
+"""The `pgolf check` subcommand: argument parsing and hand-off."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pgolf.errors import PgolfError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="compliance harness: C1-C4 (issue #1017) and train/val disjointness (F10)",
+                       description="Scores the first --tokens of the val stream with the eval mode and checks C1 "
+                                   "(perturbation), C2 (normalisation), C3 (score ledger) and C4 (coverage, totals, "
+                                   "bytes/token against the tokenizer's decode); scans train shards for val documents. "
+                                   "Exits 1 if any check fails.")
+    p.add_argument("--config", default="smoke", help="preset or .toml whose model, data and eval settings to check")
+    p.add_argument("--artifact", type=Path, default=None,
+                   help="check this artifact's weights (default: the preset's model with random weights)")
+    p.add_argument("--mode", choices=["windows", "docs"], default="windows",
+                   help="windows: pgolf's evaluator (eval.stride); docs: length-sorted document packing (TTT batching)")
+    p.add_argument("--tokens", type=int, default=4096, help="val tokens the model-run checks score (default 4096)")
+    p.add_argument("--cuts", type=int, default=4, help="C1 perturbation cut points (default 4, plus one at a BOS)")
+    p.add_argument("--ledger", type=Path, default=None, help="a score ledger (.npz) saved by an eval run: check C3 on it")
+    p.add_argument("--no-disjoint", action="store_true", help="skip the train/val document scan")
+    p.add_argument("--workers", type=int, default=1, help="processes for the train shard scan (default 1)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.path=...")
+    p.set_defaults(func=_check)
+
+
+def _check(args) -> None:
+    import sys
+
+    from pgolf.check.harness import CheckPlan, format_table, random_weights, timed_checks
+    from pgolf.check.modes import PackedDocsMode, WindowsMode
+    from pgolf.config import load_config
+    from pgolf.data.overlap import tokens_per_step
+    from pgolf.data.tokenizer import load_tokenizer
+    from pgolf.model import GPT
+
+    cfg = load_config(args.config, args.overrides)
+    if args.tokens < 2:
+        raise PgolfError(f"--tokens must be at least 2, got {args.tokens}")
+    tok = load_tokenizer(cfg.data.tokenizer)
+    seq_len = cfg.eval.seq_len or cfg.train.seq_len
+    if args.mode == "docs":
+        if not cfg.model.doc_isolation:
+            raise PgolfError("--mode docs packs several documents in a row: it needs model.doc_isolation=true")
+        mode = PackedDocsMode(seq_len, tok.bos_id)
+    else:
+        mode = WindowsMode(seq_len, cfg.eval.stride)
+    if args.artifact is not None:
+        from pgolf.eval.scoring import model_from_artifact
+        import torch
+
+        model, _ = model_from_artifact(args.artifact, torch.device("cpu"))
+    else:
+        model = random_weights(GPT(cfg.model))
+    plan = CheckPlan(Path(cfg.data.path), tok, mode, n_tokens=args.tokens, cuts=args.cuts, ledger=args.ledger,
+                     disjoint=not args.no_disjoint, tokens_per_step=tokens_per_step(cfg.train.batch_tokens),
+                     workers=args.workers)
+    rows, seconds = timed_checks(model, plan)
+    print(format_table(rows, mode.name, seconds))
+    if not all(r.passed for r in rows):
+        sys.exit(1)

@@ -1,0 +1,187 @@
+"""Eval modes as the compliance checks see them: what was scored, under which distribution.
+
+A mode scores a token stream with a model and returns `Scored`: each scored target's
+stream position, the loss it handed the accumulator, the full-vocabulary log-probability
+vector that loss was taken under, and the mode's score ledger (C3). The conditions in
+`pgolf.check.conditions` work on this record only, so a new eval mode (the score-first
+TTT, calibration and n-gram tilt of the evaluation issue) is checked by writing one more
+`EvalMode` here.
+
+- `WindowsMode` runs pgolf's own evaluator (`pgolf.eval.evaluator.evaluate`: flat stream,
+  non-overlapping or sliding windows) through a recording model and accumulator, so the
+  product's code path is what is checked.
+- `PackedDocsMode` is the document batching of the records' TTT path (challenge-spec
+  §5.14 step 1): split at BOS, sort by length (longest first), pack into rows, score with
+  the model's document isolation. Its neighbours in a row are not its stream prefix, so
+  any leak across a BOS (SmearGate without the BOS mask) reaches from later documents.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf.eval.evaluator import evaluate
+from pgolf.metric.bpb import BPBAccumulator, BPBResult
+from pgolf.metric.ledger import ScoreLedger
+
+
+@dataclass
+class Scored:
+    positions: Tensor  # int64 [M]: target positions, in scoring order
+    nll: Tensor  # float32 [M]: the loss handed to the accumulator
+    logprobs: Tensor  # float32 [M, V]: the distribution each loss was taken under
+    ledger: ScoreLedger
+
+
+class EvalMode(Protocol):
+    name: str
+
+    def score(self, model: nn.Module, tokens: Tensor) -> Scored: ...
+
+
+def distribution(model: nn.Module, x: Tensor) -> Tensor:
+    """Full-vocabulary log-probabilities [B, T, V] of a pgolf GPT-like model (hidden -> logits)."""
+    return F.log_softmax(model.logits(model.hidden(x)).float(), dim=-1)
+
+
+class _Recorder(nn.Module):
+    """Wraps a model for `evaluate`: the real scoring forward, plus its distributions kept in order."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+        self.logprobs: list[Tensor] = []
+
+    def forward(self, x: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
+        self.logprobs.append(distribution(self.inner, x).reshape(-1, self.inner.cfg.vocab_size))
+        return self.inner(x, y, reduction=reduction)
+
+
+class _RecordingAccumulator(BPBAccumulator):
+    """Keeps every add() and does not judge coverage: the C4 check does, from the record."""
+
+    def __init__(self, tokens: Tensor, position_bytes: Tensor):
+        super().__init__(tokens, position_bytes)
+        self.adds: list[tuple[Tensor, Tensor, Tensor | None]] = []
+
+    def add(self, nll, positions, targets=None, mask=None) -> None:
+        self.adds.append((nll.reshape(-1), positions.reshape(-1), None if mask is None else mask.reshape(-1)))
+
+    def result(self, group=None) -> BPBResult:
+        return BPBResult(0.0, 1, 1)
+
+
+class _StreamView:
+    """What `evaluate` needs of a ValSet, with a recording accumulator."""
+
+    def __init__(self, tokens: Tensor):
+        self.tokens = tokens
+        self.acc = _RecordingAccumulator(tokens, torch.zeros_like(tokens, dtype=torch.int32))
+
+    def __len__(self) -> int:
+        return self.tokens.numel()
+
+    def accumulator(self, end=None) -> BPBAccumulator:
+        return self.acc
+
+
+@dataclass
+class WindowsMode:
+    seq_len: int
+    stride: int = 0
+    windows_per_batch: int = 8
+
+    @property
+    def name(self) -> str:
+        return f"windows(seq_len={self.seq_len}, stride={self.stride or self.seq_len})"
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, tokens: Tensor) -> Scored:
+        view, rec = _StreamView(tokens), _Recorder(model)
+        evaluate(rec, view, self.seq_len, self.stride, self.windows_per_batch)
+        if len(rec.logprobs) != len(view.acc.adds):
+            raise RuntimeError("evaluate made a different number of forwards and accumulator adds")
+        pos, nll, lp = [], [], []
+        for logprobs, (loss, positions, mask) in zip(rec.logprobs, view.acc.adds):
+            keep = torch.ones_like(positions, dtype=torch.bool) if mask is None else mask
+            pos.append(positions[keep])
+            nll.append(loss[keep].float())
+            lp.append(logprobs[keep])
+        return _scored(tokens, torch.cat(pos), torch.cat(nll), torch.cat(lp))
+
+
+def _scored(tokens: Tensor, positions: Tensor, nll: Tensor, logprobs: Tensor) -> Scored:
+    ledger = ScoreLedger(tokens.numel())
+    ledger.scored(positions)  # no adaptation: every score is taken with 0 updates applied
+    return Scored(positions, nll, logprobs, ledger)
+
+
+def document_pieces(tokens: Tensor, bos_id: int, max_len: int) -> list[tuple[int, int]]:
+    """(start, length) input spans: each document from its BOS up to the next BOS (its last
+    target), cut into pieces of at most `max_len` inputs; targets are the next positions."""
+    n = tokens.numel()
+    starts = torch.nonzero(tokens == bos_id).flatten().tolist()
+    if not starts or starts[0] != 0:
+        starts = [0, *starts]
+    ends = [*starts[1:], n - 1]  # inputs of a document: [start, next BOS); targets up to that BOS
+    pieces = []
+    for a, b in zip(starts, ends):
+        pieces += [(s, min(max_len, b - s)) for s in range(a, b, max_len)]
+    return pieces
+
+
+@dataclass
+class PackedDocsMode:
+    """Documents sorted by length (longest first) and packed into rows of `seq_len` inputs."""
+
+    seq_len: int
+    bos_id: int
+    rows_per_batch: int = 8
+
+    @property
+    def name(self) -> str:
+        return f"docs(seq_len={self.seq_len}, length-sorted packing)"
+
+    def rows(self, tokens: Tensor) -> list[list[tuple[int, int]]]:
+        pieces = sorted(document_pieces(tokens, self.bos_id, self.seq_len), key=lambda p: -p[1])
+        rows, fill = [], self.seq_len
+        for piece in pieces:
+            # a continuation piece (no BOS of its own) must start a row: isolation splits only at BOS
+            if fill + piece[1] > self.seq_len or int(tokens[piece[0]]) != self.bos_id:
+                rows.append([])
+                fill = 0
+            rows[-1].append(piece)
+            fill += piece[1]
+        return rows
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, tokens: Tensor) -> Scored:
+        rows = self.rows(tokens)
+        was_training = model.training
+        model.eval()
+        pos, nll, lp = [], [], []
+        try:
+            for lo in range(0, len(rows), self.rows_per_batch):
+                batch = rows[lo:lo + self.rows_per_batch]
+                x = torch.full((len(batch), self.seq_len), self.bos_id, dtype=torch.int64)  # padding: lone BOS
+                tgt_pos = torch.full_like(x, -1)
+                for r, row in enumerate(batch):
+                    col = 0
+                    for start, length in row:
+                        x[r, col:col + length] = tokens[start:start + length]
+                        tgt_pos[r, col:col + length] = torch.arange(start + 1, start + length + 1)
+                        col += length
+                keep = tgt_pos >= 0
+                y = torch.where(keep, tokens[tgt_pos.clamp_min(0)].long(), 0)
+                loss = model(x, y, reduction="none").view(x.shape)
+                logprobs = distribution(model, x)
+                pos.append(tgt_pos[keep])
+                nll.append(loss[keep].float())
+                lp.append(logprobs[keep])
+        finally:
+            model.train(was_training)
+        return _scored(tokens, torch.cat(pos), torch.cat(nll), torch.cat(lp))

@@ -1,0 +1,1 @@
+"""Integrity tools: the submission packer and records folder (`pgolf submit`)."""
