@@ -139,8 +139,8 @@ class SeqLenSchedule:
     def advance(self, state: SeqLenState, step: int, progress: float) -> tuple[SeqLenState, SeqLenPlan]:
         """The state after step `step` and what that step trains with.
 
-        A switch at step 0 (a schedule resumed past its first stage) starts no re-warm, as
-        in the records; a switch during a re-warm restarts it.
+        A switch at step 0 starts no re-warm (as in the records); a switch during a re-warm
+        restarts it.
         """
         target = self.seq_len_at(progress)
         switched = target != state.seq_len
