@@ -66,6 +66,9 @@ def test_cu_seqlens_are_padded_with_the_row_length_to_the_bucket():
     assert cu.size == 64 and cu[:7].tolist() == [0, 5, 13, 21, 29, 30, 38] and (cu[7:] == 40).all()
     cu, _ = build_cu_seqlens(np.array([0]), 40, 8, bucket=64, min_entries=128)
     assert cu.size == 128
+    # the floor is the static length while the boundaries fit in it, then buckets take over
+    assert build_cu_seqlens(np.array([0]), 40, 4, bucket=4, min_entries=11)[0].size == 11
+    assert build_cu_seqlens(np.array([0]), 44, 4, bucket=4, min_entries=11)[0].size == 12
 
 
 @pytest.mark.parametrize("seq_len", [64, 256, 2048])
@@ -147,6 +150,20 @@ def test_padding_is_static_and_warm_up_lengths_cover_it(tiny_data):
     assert torch.diff(warm).max() <= 128
     with pytest.raises(PgolfError, match="cannot hold"):
         loose.synthetic_cu_seqlens(128, 32)
+
+
+def test_warm_up_lengths_at_the_record_shape(tmp_path):
+    path = tmp_path / "fineweb_train_000000.bin"
+    shards.write_shard(path, np.r_[1, np.full(98_304, 5)].astype(np.uint16))
+    loader = DocumentPackingLoader([path], rank=0, world=1, local_tokens=98_304, seq_len=2048, vocab_size=VOCAB)
+    # 98,304 / 1024 = 96 segments at least -> 97 entries -> the 128 bucket; the records warm 64..256
+    assert loader.cu_lengths(1024, 256) == [128, 192, 256] and loader.cu_lengths(2048, 256) == [64, 128, 192, 256]
+    assert loader.cu_lengths(3072, 64) == [64]
+    b = loader.next_batch()
+    assert b.num_segments == 48 and b.cu_seqlens.numel() == 64 and b.cu_seqlens[48:].eq(98_304).all()
+    floored = DocumentPackingLoader([path], rank=0, world=1, local_tokens=98_304, seq_len=2048, vocab_size=VOCAB,
+                                    cu_min_entries=100)
+    assert floored.cu_lengths(1024, 256) == [100, 128, 192, 256] and floored.next_batch().cu_seqlens.numel() == 100
 
 
 def test_every_header_is_checked_at_construction(tiny_data, tmp_path):

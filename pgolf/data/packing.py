@@ -12,8 +12,9 @@ Each step, every rank takes one flat row of `local_tokens` inputs (98,304 in the
 - `cu_seqlens` starts a segment at every BOS inside the inputs (and at 0, where the row
   begins mid-document); a document longer than `seq_len` is cut into `seq_len` pieces
   from its start; the tensor is padded with the row length to a bucketed length
-  (a multiple of `cu_bucket` entries, at least `cu_min_entries`), so torch.compile sees
-  a few static shapes; `max_seqlen` is the constant `seq_len`
+  (`cu_min_entries` when the row's boundaries fit in it, else the next multiple of
+  `cu_bucket` entries, 64 in the records), so torch.compile sees one or a few static
+  shapes; `max_seqlen` is the constant `seq_len`
 
 The loader's state is the position of the next step (shard index and cursor), the same
 on every rank; `state_dict` / `load_state_dict` resume it exactly, also with the
@@ -58,9 +59,11 @@ def segment_starts(doc_starts: np.ndarray, total: int, seq_len: int) -> np.ndarr
 
 
 def padded_entries(boundaries: int, bucket: int, min_entries: int = 0) -> int:
-    """The static cu_seqlens length that holds `boundaries` entries."""
-    bucket = max(bucket, 1)
-    return max(min_entries, -(-boundaries // bucket) * bucket)
+    """The static cu_seqlens length that holds `boundaries` entries: `min_entries` when they
+    fit in it, else the next multiple of `bucket`."""
+    if boundaries <= min_entries:
+        return min_entries
+    return -(-boundaries // max(bucket, 1)) * max(bucket, 1)
 
 
 def build_cu_seqlens(doc_starts: np.ndarray, total: int, seq_len: int, bucket: int = 64,
@@ -216,14 +219,16 @@ class DocumentPackingLoader:
         The fewest boundaries a row can have is ceil(L / seq_len) + 1 (one long document);
         the trainer compiles each of these lengths during warm-up.
         """
-        least = padded_entries(-(-self.local_tokens // seq_len) + 1, self.cu_bucket, self.cu_min_entries)
-        return list(range(least, max(up_to, least) + 1, self.cu_bucket))
+        fewest = padded_entries(-(-self.local_tokens // seq_len) + 1, self.cu_bucket, self.cu_min_entries)
+        found = {padded_entries(n, self.cu_bucket, self.cu_min_entries) for n in range(fewest, up_to + 1)}
+        return sorted(n for n in found | {fewest} if n <= max(up_to, fewest))
 
     def synthetic_cu_seqlens(self, seq_len: int, entries: int) -> torch.Tensor:
         """A valid cu_seqlens of exactly `entries` entries (the row cut every seq_len), for warm-up."""
         cu, _ = build_cu_seqlens(np.zeros(1, np.int64), self.local_tokens, seq_len, 1, entries)
         if cu.size != entries:
-            raise PgolfError(f"{entries} cu_seqlens entries cannot hold a {self.local_tokens}-token row cut at {seq_len}")
+            raise PgolfError(f"{entries} cu_seqlens entries cannot hold a {self.local_tokens}-token row "
+                             f"cut at {seq_len}")
         return torch.from_numpy(cu)
 
     def state_dict(self) -> dict:
