@@ -126,7 +126,7 @@ class DocumentPackingLoader:
         self._cache: dict[int, _Shard] = {}
         self._consumed = (0, -1)  # (shard index, cursor); -1: the shard's first BOS
         self._ahead = self._consumed  # position after the last batch built (prefetch)
-        self._depth = max(int(prefetch), 0)
+        self._depth = max(int(prefetch), 0)  # batches built ahead on a background thread (the records: 2)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="pgolf-pack") if self._depth else None
         self._queue: deque[Future] = deque()
 
@@ -197,7 +197,7 @@ class DocumentPackingLoader:
         if self._pool is None:
             batch, self._consumed = self._build(self._consumed, self.seq_len)
             return batch
-        while len(self._queue) < self._depth + 1:
+        while len(self._queue) < self._depth:
             self._queue.append(self._pool.submit(self._produce, self.seq_len))
         batch, self._consumed = self._queue.popleft().result()
         self._queue.append(self._pool.submit(self._produce, self.seq_len))
