@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pgolf.data import shards
-from pgolf.data.packing import DocumentPackingLoader, build_cu_seqlens, segment_starts
+from pgolf.data.packing import DocumentPackingLoader, _first_bos, build_cu_seqlens, segment_starts
 from pgolf.data.shards import ShardError
 from pgolf.errors import PgolfError
 
@@ -57,6 +57,13 @@ def test_segment_starts_cut_long_documents_from_their_start():
     assert segment_starts(np.array([3]), 10, 4).tolist() == [0, 3, 7]
     assert segment_starts(np.array([], np.int64), 10, 4).tolist() == [0, 4, 8]
     assert segment_starts(np.array([3]), 10, 0).tolist() == [0, 3]
+
+
+def test_first_bos_scans_across_chunks():
+    tokens = np.full(50, 7, np.uint16)
+    assert _first_bos(tokens, 1, chunk=4) == -1
+    tokens[[13, 30]] = 1
+    assert _first_bos(tokens, 1, chunk=4) == 13 and _first_bos(tokens, 1) == 13
 
 
 def test_cu_seqlens_are_padded_with_the_row_length_to_the_bucket():

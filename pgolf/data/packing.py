@@ -95,7 +95,17 @@ class PackedBatch:
 @dataclass(frozen=True)
 class _Shard:
     tokens: np.ndarray  # read-only memmap
-    bos: np.ndarray     # sorted BOS offsets
+    first_bos: int
+
+
+def _first_bos(tokens: np.ndarray, bos_id: int, chunk: int = 1 << 20) -> int:
+    """Offset of the first BOS, scanning only as far as needed (a full scan of a 10^8-token
+    shard costs most of a second on a CPU; the first BOS is usually within a document)."""
+    for lo in range(0, tokens.size, chunk):
+        hits = np.flatnonzero(tokens[lo:lo + chunk] == bos_id)
+        if hits.size:
+            return lo + int(hits[0])
+    return -1
 
 
 class DocumentPackingLoader:
@@ -146,10 +156,10 @@ class DocumentPackingLoader:
             tokens = shards.read_shard(path)
             if tokens.size != self.n_tokens[idx]:
                 raise ShardError(path, f"now holds {tokens.size} tokens, {self.n_tokens[idx]} when the loader started")
-            bos = np.flatnonzero(tokens == self.bos_id)
-            if bos.size == 0:
+            first = _first_bos(tokens, self.bos_id)
+            if first < 0:
                 raise ShardError(path, f"holds no BOS (id {self.bos_id}); document packing needs one per document")
-            shard = _Shard(tokens, bos)
+            shard = _Shard(tokens, first)
             self._cache = {idx: shard}  # positions only move forward: one open shard is enough
         return shard
 
@@ -159,7 +169,7 @@ class DocumentPackingLoader:
         for _ in range(len(self.files) + 1):
             if max(cursor, 0) + self.global_span <= self.n_tokens[idx]:  # else it cannot fit: skip unopened
                 shard = self._shard(idx)
-                cursor = int(shard.bos[0]) if cursor < 0 else cursor
+                cursor = shard.first_bos if cursor < 0 else cursor
                 if cursor + self.global_span <= shard.tokens.size:
                     return idx, cursor, shard
             idx, cursor = (idx + 1) % len(self.files), -1
@@ -173,9 +183,8 @@ class DocumentPackingLoader:
         if top >= self.vocab_size:
             raise ShardError(self.files[idx], f"token id {top} out of range for vocab_size {self.vocab_size} "
                                               f"(in tokens {start}..{start + self.span})")
-        lo, hi = np.searchsorted(shard.bos, [start, start + self.local_tokens])
-        cu, n_seg = build_cu_seqlens(shard.bos[lo:hi] - start, self.local_tokens, seq_len, self.cu_bucket,
-                                     self.cu_min_entries)
+        doc_starts = np.flatnonzero(row[:-1] == self.bos_id)  # BOS among the inputs only
+        cu, n_seg = build_cu_seqlens(doc_starts, self.local_tokens, seq_len, self.cu_bucket, self.cu_min_entries)
         row = torch.from_numpy(row.astype(np.int64))
         cu = torch.from_numpy(cu)
         if self.pin_memory:
