@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
-from pgolf.model.roles import CONTROL, CONV, NORM, declare, matrix
+from pgolf.model.roles import CONTROL, CONV, NORM, Role, declare, matrix
 from pgolf.model.segments import DocSegments, shift_within
 from pgolf.ops.gdn import gdn_chunk_scan
 
@@ -43,7 +43,7 @@ class ShortConv(nn.Module):
         return F.silu(y).to(x.dtype)
 
 
-def mixer_matrix(group: str, hot: bool = False):
+def mixer_matrix(group: str, hot: bool = False) -> Role:
     """A GDN projection: its own layout group, attention's SDClip class (the sequence mixer's:
     no record tuned one for GDN, and it keeps the clip and QAT numbers GDN has always had)."""
     return matrix(group, clip="attn", hot=hot)
