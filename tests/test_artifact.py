@@ -17,7 +17,8 @@ from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.quant.recipe import quantize_state
 from pgolf.metric.bytes import ByteLUT
 from pgolf.metric.valset import ValSet
-from pgolf.model import GPT
+from pgolf.model import GPT, param_roles
+from pgolf.model.roles import CONTROL, matrix
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def rtn(bits=8, **kw):
 def test_int8_matches_the_baseline_formula():
     w = torch.randn(300, 400, generator=torch.Generator().manual_seed(1)) * 0.1
     w[3, 7] = 5.0  # an outlier that the per-row percentile clips
-    e = quantize_state({"blocks.0.attn.c_q.weight": w}, rtn())["blocks.0.attn.c_q.weight"]
+    e = quantize_state({"w": w}, rtn(), {"w": matrix("attn.c_q", "attn")})["w"]
     clip = torch.quantile(w.abs(), 0.9999984, dim=1)
     scale = (clip / 127).clamp_min(1 / 127)
     q = torch.clamp(torch.round(torch.clamp(w, -clip[:, None], clip[:, None]) / scale[:, None]), -127, 127)
@@ -49,7 +50,7 @@ def test_int8_matches_the_baseline_formula():
 
 def test_small_and_control_tensors_pass_through():
     state = {"blocks.0.attn_scale": torch.rand(512), "tiny.weight": torch.rand(16, 16), "ids": torch.arange(5)}
-    enc = quantize_state(state, rtn())
+    enc = quantize_state(state, rtn(), {"blocks.0.attn_scale": CONTROL, "tiny.weight": matrix("tiny", "other")})
     assert enc["blocks.0.attn_scale"].parts["data"].dtype == np.float32  # control: exact
     assert enc["tiny.weight"].parts["data"].dtype == np.float16
     assert enc["ids"].parts["data"].dtype == np.int64
@@ -60,8 +61,8 @@ def test_small_and_control_tensors_pass_through():
 
 def test_int6_codes_and_error(trained_like):
     model, _ = trained_like
-    state = model.state_dict()
-    enc6, enc8 = quantize_state(state, rtn(6)), quantize_state(state, rtn(8))
+    state, roles = model.state_dict(), param_roles(model)
+    enc6, enc8 = quantize_state(state, rtn(6), roles), quantize_state(state, rtn(8), roles)
     name = "blocks.0.mlp.fc.weight"
     assert (enc6[name].scheme, enc6[name].bits) == ("int_row", 6) and np.abs(enc6[name].parts["q"]).max() <= 31
     assert enc6["tok_emb.weight"].bits == 8  # embed_bits
@@ -78,7 +79,8 @@ CASES = [(c, "grouped") for c in codecs.available_codecs()] + [("auto", "grouped
 def test_artifact_roundtrip_is_bitwise_for_every_codec_and_layout(trained_like, codec, layout):
     model, cfg = trained_like
     state = {**model.state_dict(), "extra.scale": torch.tensor(0.05)}  # a 0-d tensor must stay 0-d
-    art = build_artifact(state, cfg.to_dict()["model"], rtn(6, lqer_top=2))
+    art = build_artifact(state, cfg.to_dict()["model"], rtn(6, lqer_top=2),
+                         roles={**param_roles(model), "extra.scale": CONTROL})
     blob, streams = encode_artifact(art, layout, codec)
     back = decode_artifact(blob)
     assert back.model_config == art.model_config
@@ -180,7 +182,7 @@ def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_
     export_cfg = rtn(6, codec="lzma", layout="grouped", lqer_top=2)
 
     in_memory = GPT(cfg.model)
-    in_memory.load_state_dict(dequantize_state_dict(quantize_state(model.state_dict(), export_cfg)))
+    in_memory.load_state_dict(dequantize_state_dict(quantize_state(model.state_dict(), export_cfg, param_roles(model))))
     report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], export_cfg, tmp_path / "m.pgolf")
     model_cfg, state = load_artifact_state(report.path)
     reloaded = GPT(type(cfg.model)(**model_cfg))

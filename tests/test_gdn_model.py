@@ -14,16 +14,17 @@ from pgolf.eval.evaluator import evaluate
 from pgolf.eval.scoring import model_from_artifact
 from pgolf.metric.bytes import ByteLUT
 from pgolf.metric.valset import ValSet
-from pgolf.model import GPT
-from pgolf.model.gpt import keeps_fp32
+from pgolf.config import ExportConfig
+from pgolf.model import GPT, param_roles
 from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.embeddings import ngram_buckets
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.segments import DocSegments
 from pgolf.ops.gdn import gdn_recurrent_reference
 from pgolf.optim.build import build_optimizers
-from pgolf.quant.recipe import is_coded_matrix
-from pgolf.train.trainer import late_qat_layers, run_training
+from pgolf.quant.qat import qat_layers
+from pgolf.quant.recipe import is_coded
+from pgolf.train.trainer import run_training
 from test_byte_luts import covered_docs, pr1791_lut
 
 GDN_TINY = ["model.arch=gdn", "model.num_layers=4", "model.model_dim=48", "model.num_heads=2",
@@ -203,20 +204,22 @@ def test_pr1791_byte_bug_on_gdn_scoring(fineweb_docs):
 def test_late_qat_covers_exactly_the_matrices_export_codes():
     """GDN's a/b projections (8 x 544) are stored fp16 by export, so QAT must leave them alone."""
     model = GPT(load_config("gdn", [], env={}).model)
-    layers = late_qat_layers(model)
-    coded = {n.removesuffix(".weight") for n, p in model.state_dict().items()
-             if n.startswith("blocks.") and is_coded_matrix(n, p)}
+    cfg = ExportConfig(attn_clip_sigmas=13.0, mlp_clip_sigmas=11.5)
+    layers = qat_layers(model, cfg)
+    roles = param_roles(model)
+    coded = {n.removesuffix(".weight") for n, p in model.named_parameters()
+             if roles[n].kind == "matrix" and is_coded(roles[n], p)}
     assert set(layers) == coded and "blocks.0.attn.q_proj" in coded
     assert not any(n.endswith(("a_proj", "b_proj")) for n in layers)
+    assert layers["blocks.0.attn.q_proj"][1] == 13.0 and layers["blocks.0.mlp.fc"][1] == 11.5
 
 
 def test_conv_taps_stay_fp32_in_the_bf16_body():
     model = GPT(load_config("gdn", [], env={}).model)
-    params = dict(model.named_parameters())
-    assert keeps_fp32("blocks.0.attn.q_conv.weight", params["blocks.0.attn.q_conv.weight"])
-    assert keeps_fp32("blocks.0.attn.kv.k_conv.weight", params["blocks.0.attn.kv.k_conv.weight"])
-    assert keeps_fp32("blocks.0.attn.A_log", params["blocks.0.attn.A_log"])
-    assert not keeps_fp32("tok_emb.weight", params["tok_emb.weight"])
+    roles = param_roles(model)
+    assert roles["blocks.0.attn.q_conv.weight"].keep_fp32 and roles["blocks.0.attn.kv.k_conv.weight"].keep_fp32
+    assert roles["blocks.0.attn.A_log"].keep_fp32
+    assert not roles["tok_emb.weight"].keep_fp32 and not roles["bigram.table.weight"].keep_fp32
     conv = model.blocks[0].attn.q_conv
     x = torch.randn(2, 9, conv.weight.shape[0])
     torch.testing.assert_close(conv(x.bfloat16()).float(), conv(x), rtol=2e-2, atol=2e-2)

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_config
-from pgolf.config import ExportConfig
+from pgolf.config import ExportConfig, from_dict
+from pgolf.model import Role, roles_for_config
+from pgolf.model.roles import CONTROL, GATE, matrix
 from pgolf.quant.encoding import decode
 from pgolf.quant.gptq import gptq_codes, sdclip_scale
 from pgolf.quant.lqer import lqer_correction, lqer_parts
@@ -80,12 +82,13 @@ def test_gptq_run_collects_hessians_on_the_training_clock(gptq_run):
 
 
 def test_lqer_reduces_the_error_of_the_worst_tensors(gptq_run):
-    _, weights, _ = gptq_run
+    result, weights, _ = gptq_run
+    roles = roles_for_config(from_dict(load_checkpoint(result.run_dir / "checkpoint.pt")["config"], "ckpt").model)
     cfg = ExportConfig(method="rtn", matrix_bits=6, lqer_top=2, lqer_rank=4)
-    enc = quantize_state(weights, cfg)
+    enc = quantize_state(weights, cfg, roles)
     with_lqer = [n for n, e in enc.items() if e.has_lqer]
     assert len(with_lqer) == 2
-    plain = quantize_state(weights, ExportConfig(method="rtn", matrix_bits=6))
+    plain = quantize_state(weights, ExportConfig(method="rtn", matrix_bits=6), roles)
     errors = {n: float((weights[n].float() - decode(e).float()).norm()) for n, e in plain.items() if e.scheme == "int_row"}
     assert set(with_lqer) == set(sorted(errors, key=errors.get)[-2:])  # the two largest errors
     for n in with_lqer:
@@ -115,7 +118,10 @@ def test_recipe_assigns_each_tensor_its_treatment():
     state = {"tok_emb.weight": torch.randn(1024, 128, generator=g), "blocks.0.mlp.fc.weight": torch.randn(512, 256, generator=g),
              "blocks.0.attn.q_gain": torch.rand(8, generator=g), "blocks.0.attn.gate.weight": torch.randn(8, 12, generator=g),
              "blocks.0.mlp.proj.weight": torch.randn(128, 64, generator=g)}
-    enc = quantize_state(state, ExportConfig(method="rtn", matrix_bits=6, embed_bits=7))
+    roles = {"tok_emb.weight": Role("embedding", group="tok_emb", tied=True), "blocks.0.attn.q_gain": CONTROL,
+             "blocks.0.mlp.fc.weight": matrix("mlp.fc", "mlp"), "blocks.0.attn.gate.weight": GATE,
+             "blocks.0.mlp.proj.weight": matrix("mlp.proj", "mlp")}
+    enc = quantize_state(state, ExportConfig(method="rtn", matrix_bits=6, embed_bits=7), roles)
     assert (enc["tok_emb.weight"].scheme, enc["tok_emb.weight"].bits) == ("int_row", 7)
     assert (enc["blocks.0.mlp.fc.weight"].scheme, enc["blocks.0.mlp.fc.weight"].bits) == ("int_row", 6)
     assert enc["blocks.0.attn.q_gain"].parts["data"].dtype == np.float32  # control: kept exactly

@@ -25,6 +25,7 @@ from pgolf.errors import PgolfError
 from pgolf.export import codecs
 from pgolf.export.layout import lay_out, read_part
 from pgolf.fileio import atomic_write_bytes
+from pgolf.model.roles import Role
 from pgolf.quant.encoding import Encoded, check_encoded
 
 MAGIC = b"PGOLFART"
@@ -41,6 +42,7 @@ class Artifact:
     model_config: dict
     tensors: dict[str, Encoded]
     meta: dict = field(default_factory=dict)
+    roles: dict[str, Role] | None = None  # the tensors' parameter roles, for the grouped layout (not stored)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class StreamReport:
 
 def encode_artifact(art: Artifact, layout: str = "plain", codec: str = "zlib") -> tuple[bytes, list[StreamReport]]:
     """The file's bytes, and what each stream holds (for the per-part size report)."""
-    streams, index = lay_out(art.tensors, layout, codec)
+    streams, index = lay_out(art.tensors, layout, codec, art.roles)
     header = json.dumps({"model_config": art.model_config, "meta": art.meta, "layout": layout, "tensors": index},
                         separators=(",", ":")).encode()
     all_streams = [("index", "zlib", len(header), codecs.compress("zlib", header))]

@@ -12,10 +12,11 @@ from pathlib import Path
 from torch import Tensor
 
 import pgolf
-from pgolf.config import Config, ExportConfig
+from pgolf.config import Config, ExportConfig, from_dict
 from pgolf.errors import PgolfError
 from pgolf.export.artifact import Artifact, StreamReport, encode_artifact, read_artifact, write_artifact
 from pgolf.export.code_size import count_code_bytes
+from pgolf.model import Role, roles_for_config
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.quant.recipe import quantize_state
 
@@ -64,18 +65,23 @@ def run_meta(cfg: Config, steps: int) -> dict:
 
 
 def build_artifact(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig, meta: dict | None = None,
-                   hessians: dict[str, Tensor] | None = None) -> Artifact:
+                   hessians: dict[str, Tensor] | None = None, roles: dict[str, Role] | None = None) -> Artifact:
+    """The artifact of a state dict. Its tensors' roles are those the model `model_config`
+    describes declares (so a bare checkpoint exports exactly as its model trained), or `roles`."""
     if cfg.method == "gptq" and not hessians:
         raise PgolfError("export.method=gptq needs Hessians collected during training (or use export.method=rtn)")
+    if roles is None:
+        roles = roles_for_config(from_dict({"model": model_config}, "the model config").model)
     meta = {"pgolf_version": pgolf.__version__, "method": cfg.method, "matrix_bits": cfg.matrix_bits,
             "embed_bits": cfg.embed_bits, "lqer_top": cfg.lqer_top,
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **(meta or {})}
-    return Artifact(model_config, quantize_state(state, cfg, hessians), meta)
+    return Artifact(model_config, quantize_state(state, cfg, roles, hessians), meta, roles)
 
 
 def export_model(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig, path: str | Path,
-                 meta: dict | None = None, hessians: dict[str, Tensor] | None = None) -> tuple[ExportReport, Artifact]:
-    art = build_artifact(state, model_config, cfg, meta, hessians)
+                 meta: dict | None = None, hessians: dict[str, Tensor] | None = None,
+                 roles: dict[str, Role] | None = None) -> tuple[ExportReport, Artifact]:
+    art = build_artifact(state, model_config, cfg, meta, hessians, roles)
     blob, streams = encode_artifact(art, cfg.layout, cfg.codec)
     code = count_code_bytes(cfg.code_bytes)
     report = ExportReport(str(path), cfg.method, cfg.layout, len(blob), code.counted_bytes, code.mode,

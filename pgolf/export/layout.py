@@ -3,11 +3,12 @@
 "plain": every part's bytes, in tensor order, in one stream (the baseline's torch.save+zlib,
 without the pickle).
 
-"grouped": the integer codes of the block matrices go to one stream per class
-(tok_emb, attn.c_q, attn.c_k, attn.c_v, attn.proj, mlp.fc, mlp.proj; layers in order),
-everything else (scales, LQER factors, small tensors, row orders) to a remainder stream.
+"grouped": the integer codes of every coded tensor go to one stream per layout group, the
+group its parameter role names (pgolf.model.roles: tok_emb, attn.c_q, ..., mlp.proj, gdn.q,
+..., ngram; groups in order of first appearance, layers in order within a group),
+everything else (scales, LQER factors, gates, small tensors, row orders) to a remainder stream.
 Within a group each matrix is transformed before its bytes are concatenated:
-- the "hot" groups (tok_emb, attn.c_q, mlp.fc) reorder rows along a greedy L1
+- the "hot" groups (role `hot`: tok_emb, attn.c_q, mlp.fc, gdn.q) reorder rows along a greedy L1
   nearest-neighbour chain from row 0, so similar rows sit together (the order is stored);
 - every matrix is transposed (columns of codes compress better than rows);
 - codes are stored either one per byte or bit-packed (6 bits: 4 codes in 3 bytes); each
@@ -17,26 +18,35 @@ available ones. The index records, per part, its stream, offset, length and tran
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from pgolf.errors import PgolfError
 from pgolf.export import codecs
+from pgolf.model.roles import Role
 from pgolf.quant.encoding import Encoded
 from pgolf.quant.packing import pack, unpack
 
-GROUPS = ("tok_emb", "attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")
-HOT_GROUPS = ("tok_emb", "attn.c_q", "mlp.fc")
 
-
-def code_group(name: str) -> str | None:
-    if name == "tok_emb.weight":
-        return "tok_emb"
-    for g in GROUPS[1:]:
-        if f".{g}." in name:
-            return g
-    return None
+def code_groups(tensors: dict[str, Encoded], roles: Mapping[str, Role]) -> dict[str, tuple[bool, list[str]]]:
+    """{group: (hot, member tensors)} of the coded tensors, groups in order of first appearance."""
+    groups: dict[str, tuple[bool, list[str]]] = {}
+    for name, e in tensors.items():
+        if e.scheme != "int_row":
+            continue
+        if name not in roles:
+            raise PgolfError(f"tensor {name}: no parameter role, so no layout group (export.layout=grouped)")
+        role = roles[name]
+        if role.quant != "coded":  # gate codes stay in the remainder
+            continue
+        hot, members = groups.setdefault(role.group, (role.hot, []))
+        if hot != role.hot:
+            raise PgolfError(f"layout group {role.group}: {name} and {members[0]} disagree on `hot`")
+        members.append(name)
+    return groups
 
 
 def l1_chain(rows: np.ndarray) -> np.ndarray:
@@ -83,8 +93,9 @@ def _plain_entry(stream_id: int, stream: Stream, arr: np.ndarray) -> dict:
     return {"dtype": arr.dtype.name, "shape": list(arr.shape), "stream": stream_id, "offset": offset, "nbytes": n}
 
 
-def lay_out(tensors: dict[str, Encoded], layout: str, codec: str) -> tuple[list[Stream], list[dict]]:
-    """(compressed streams, index entries) for `tensors`."""
+def lay_out(tensors: dict[str, Encoded], layout: str, codec: str,
+            roles: Mapping[str, Role] | None = None) -> tuple[list[Stream], list[dict]]:
+    """(compressed streams, index entries) for `tensors`; the grouped layout groups them by `roles`."""
     if layout == "plain":
         streams = [Stream("all")]
         index = [_entry(name, e, {p: _plain_entry(0, streams[0], a) for p, a in e.parts.items()})
@@ -92,15 +103,11 @@ def lay_out(tensors: dict[str, Encoded], layout: str, codec: str) -> tuple[list[
         _compress(streams[0], codec)
         return streams, index
 
-    streams = [Stream("remainder")] + [Stream(g) for g in GROUPS]
-    members: dict[str, list[str]] = {g: [] for g in GROUPS}
-    for name, e in tensors.items():
-        g = code_group(name) if e.scheme == "int_row" else None
-        if g is not None:
-            members[g].append(name)
+    groups = code_groups(tensors, roles or {})
+    streams = [Stream("remainder")] + [Stream(g) for g in groups]
     parts: dict[str, dict] = {name: {} for name in tensors}
-    for gi, g in enumerate(GROUPS, start=1):
-        _lay_out_group(g, gi, members[g], tensors, streams, parts, codec)
+    for gi, (g, (hot, members)) in enumerate(groups.items(), start=1):
+        _lay_out_group(g, gi, hot, members, tensors, streams, parts, codec)
     for name, e in tensors.items():
         for p, arr in e.parts.items():
             if p not in parts[name]:
@@ -118,14 +125,12 @@ def _entry(name: str, e: Encoded, parts: dict) -> dict:
     return {"name": name, "scheme": e.scheme, "dtype": e.dtype, "shape": list(e.shape), "bits": e.bits, "parts": parts}
 
 
-def _lay_out_group(g, gi, names, tensors, streams, parts, codec) -> None:
-    if not names:
-        return
+def _lay_out_group(g, gi, hot, names, tensors, streams, parts, codec) -> None:
     transformed = []
     for name in names:
         q = tensors[name].parts["q"]
         perm = None
-        if g in HOT_GROUPS:
+        if hot:
             perm = l1_chain(q)
             q = q[perm]
             parts[name]["q_perm"] = _plain_entry(0, streams[0], perm.astype(np.uint16 if len(perm) < 65536 else np.int64))

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
+from pgolf.model.roles import CONTROL, declare, matrix
 from pgolf.model.segments import DocSegments
 
 
@@ -15,11 +16,13 @@ class CausalSelfAttention(nn.Module):
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
         kv_dim = num_kv_heads * self.head_dim
-        self.c_q = CastedLinear(dim, dim)
-        self.c_k = CastedLinear(dim, kv_dim)
-        self.c_v = CastedLinear(dim, kv_dim)
-        self.proj = CastedLinear(dim, dim, zero_init=True)  # each block starts as the identity
+        self.c_q = CastedLinear(dim, dim, role=matrix("attn.c_q", clip="attn", hot=True))
+        self.c_k = CastedLinear(dim, kv_dim, role=matrix("attn.c_k", clip="attn"))
+        self.c_v = CastedLinear(dim, kv_dim, role=matrix("attn.c_v", clip="attn"))
+        self.proj = CastedLinear(dim, dim, zero_init=True,  # each block starts as the identity
+                                 role=matrix("attn.proj", clip="attn"))
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
+        declare(self, q_gain=CONTROL)
         self.rotary = Rotary(self.head_dim, rope_base)
 
     def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:

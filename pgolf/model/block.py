@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.model.layers import rms_norm
+from pgolf.model.roles import CONTROL, declare
 from pgolf.model.segments import DocSegments
 
 
@@ -21,6 +22,7 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
+        declare(self, attn_scale=CONTROL, mlp_scale=CONTROL, resid_mix=CONTROL)
 
     def forward(self, x: Tensor, x0: Tensor, segments: DocSegments | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
+from pgolf.model.roles import CONTROL, Role, declare, matrix
 from pgolf.model.segments import DocSegments, shift_within
 
 # the GDN record's hash multipliers (spec §6.1)
@@ -33,8 +34,11 @@ class BigramHash(nn.Module):
         self.buckets, self.trigram = buckets, trigram
         self.table = nn.Embedding(buckets, dim)
         nn.init.normal_(self.table.weight, std=0.02)
-        self.proj = CastedLinear(dim, model_dim, zero_init=True)
+        # Adam at the embedding lr, and int6 rows at matrix_bits as the GDN record stores it (spec §6.2)
+        declare(self.table, weight=Role("ngram_table", group="ngram"))
+        self.proj = CastedLinear(dim, model_dim, zero_init=True, role=matrix("bigram.proj", clip="other"))
         self.scale = nn.Parameter(torch.tensor(0.05, dtype=torch.float32))
+        declare(self, scale=CONTROL)
 
     def forward(self, input_ids: Tensor, segments: DocSegments | None = None) -> Tensor:
         e = self.table(ngram_buckets(input_ids, self.buckets, 2, segments))
@@ -50,6 +54,7 @@ class SmearGate(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.gate = nn.Parameter(torch.zeros(dim, dtype=torch.float32))
+        declare(self, gate=CONTROL)  # a per-dimension mix, not a gate matrix
 
     def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:
         s = torch.sigmoid(self.gate).to(x.dtype)

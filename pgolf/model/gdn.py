@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
+from pgolf.model.roles import CONTROL, CONV, NORM, Role, declare, matrix
 from pgolf.model.segments import DocSegments, shift_within
 from pgolf.ops.gdn import gdn_chunk_scan
 
@@ -31,6 +32,7 @@ class ShortConv(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(dim, 1, size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv1d's default
+        declare(self, weight=CONV)
 
     def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:
         w = self.weight.float()[:, 0]  # [D, size]; tap size−1 is the current token
@@ -41,10 +43,17 @@ class ShortConv(nn.Module):
         return F.silu(y).to(x.dtype)
 
 
+def mixer_matrix(group: str, hot: bool = False) -> Role:
+    """A GDN projection: its own layout group, attention's SDClip class (the sequence mixer's:
+    no record tuned one for GDN, and it keeps the clip and QAT numbers GDN has always had)."""
+    return matrix(group, clip="attn", hot=hot)
+
+
 class KeyValue(nn.Module):
     def __init__(self, dim: int, inner: int, conv_size: int):
         super().__init__()
-        self.k_proj, self.v_proj = CastedLinear(dim, inner), CastedLinear(dim, inner)
+        self.k_proj = CastedLinear(dim, inner, role=mixer_matrix("gdn.k"))
+        self.v_proj = CastedLinear(dim, inner, role=mixer_matrix("gdn.v"))
         self.k_conv, self.v_conv = ShortConv(inner, conv_size), ShortConv(inner, conv_size)
 
     def forward(self, x: Tensor, segments: DocSegments | None) -> tuple[Tensor, Tensor]:
@@ -57,21 +66,22 @@ class GatedDeltaNet(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim, self.chunk_size = num_heads, head_dim, chunk_size
         inner = num_heads * head_dim
-        self.q_proj = CastedLinear(dim, inner)
+        self.q_proj = CastedLinear(dim, inner, role=mixer_matrix("gdn.q", hot=True))
         self.q_conv = ShortConv(inner, conv_size)
         if kv_source is None:
             self.kv = KeyValue(dim, inner, conv_size)
         else:
             object.__setattr__(self, "kv", kv_source.kv)  # shared, not registered (see the module doc)
-        self.a_proj = CastedLinear(dim, num_heads)
-        self.b_proj = CastedLinear(dim, num_heads)
-        self.g_proj = CastedLinear(dim, inner)
-        self.o_proj = CastedLinear(inner, dim)
+        self.a_proj = CastedLinear(dim, num_heads, role=mixer_matrix("gdn.a"))
+        self.b_proj = CastedLinear(dim, num_heads, role=mixer_matrix("gdn.b"))
+        self.g_proj = CastedLinear(dim, inner, role=mixer_matrix("gdn.g"))
+        self.o_proj = CastedLinear(inner, dim, role=mixer_matrix("gdn.o"))
         # FLA / Mamba-2 init: decay rates A in [1, 16], time steps log-uniform in [1e-3, 0.1]
         self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(1, 16).log())
         dt = torch.exp(torch.rand(num_heads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp_min(1e-4)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
         self.o_norm = nn.Parameter(torch.ones(head_dim))
+        declare(self, A_log=CONTROL, dt_bias=CONTROL, o_norm=NORM)
 
     @property
     def shares_kv(self) -> bool:

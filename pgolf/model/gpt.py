@@ -22,17 +22,9 @@ from pgolf.model.embeddings import BigramHash, SmearGate
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import build_mlp
+from pgolf.model.roles import CONTROL, Role, declare, param_roles
 from pgolf.model.segments import DocSegments
 from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
-
-# Low-dimensional "control" parameters: Adam (not Muon), fp32 always, kept unquantized on export.
-CONTROL_PARAM_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights", "smear.gate",
-                          "bigram.scale", "A_log", "dt_bias")
-
-
-def is_control(name: str) -> bool:
-    return any(p in name for p in CONTROL_PARAM_PATTERNS)
-
 
 def tokenizer_mismatch(cfg: ModelConfig, vocab_size: int, bos_id: int) -> str | None:
     """Why a tokenizer cannot feed this model, or None."""
@@ -75,10 +67,14 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), d))
         self.blocks = nn.ModuleList(Block(d, mixer, build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl))
                                     for mixer in build_mixers(cfg))
-        self.lm_head = None if cfg.tie_embeddings else CastedLinear(d, cfg.vocab_size, zero_init=True)
+        self.lm_head = (None if cfg.tie_embeddings else
+                        CastedLinear(d, cfg.vocab_size, zero_init=True, role=Role("head", group="head", hot=True)))
         self.head_input = nn.Identity()  # a hook point: the head's input (GPTQ's Hessian for the head)
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
+        declare(self.tok_emb, weight=Role("embedding", group="tok_emb", hot=True, tied=cfg.tie_embeddings))
+        declare(self, skip_weights=CONTROL)
+        param_roles(self)  # every parameter has exactly one role, or this names the one that has not
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """Final-normed hidden states [B, T, D]."""
@@ -140,22 +136,22 @@ class GPT(nn.Module):
         return {"none": rows, "sum": rows.sum(), "mean": rows.sum() / flat_w.sum()}[reduction]
 
 
-def keeps_fp32(name: str, param: torch.Tensor) -> bool:
-    """Parameters that stay fp32 in the bf16 body: control tensors and every non-matrix (vectors,
-    scalars, conv taps), whose small Adam updates bf16 would round away."""
-    return param.ndim != 2 or is_control(name)
+def roles_for_config(cfg: ModelConfig) -> dict[str, Role]:
+    """The parameter roles of the model `cfg` describes, for code that holds only a state dict
+    (built on the meta device: no memory, no init work)."""
+    with torch.device("meta"):
+        return param_roles(GPT(cfg))
 
 
 def prepare_for_device(model: GPT, device: torch.device) -> GPT:
-    """The baseline's precision layout on CUDA: a bf16 body (tok_emb included) whose
-    linear weights and control/non-matrix parameters stay fp32. On CPU everything is fp32."""
+    """The baseline's precision layout on CUDA: a bf16 body whose parameters with a `keep_fp32`
+    role (linear weights, controls, conv taps, norms: all but the embedding tables) stay fp32,
+    so bf16 cannot round their small updates away. On CPU everything is fp32."""
     model.to(device)
     if device.type == "cuda":
         model.bfloat16()
-        for module in model.modules():
-            if isinstance(module, CastedLinear):
-                module.float()
-        for name, param in model.named_parameters():
-            if keeps_fp32(name, param):
-                param.data = param.data.float()
+        params = dict(model.named_parameters())
+        for name, role in param_roles(model).items():
+            if role.keep_fp32:
+                params[name].data = params[name].data.float()
     return model

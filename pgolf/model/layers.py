@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.model.roles import Role, declare
+
 
 def rms_norm(x: Tensor) -> Tensor:
     """RMSNorm over the last dimension, without a learned weight (as every record uses)."""
@@ -19,10 +21,13 @@ class CastedLinear(nn.Linear):
     SDClip scales) through the int6 kernel, and the backward passes straight through:
     quantization-aware training. torch.compile guards on the attribute, so switching it
     on mid-run recompiles instead of being constant-folded away.
+
+    `role` is the weight's parameter role (pgolf.model.roles), required: the owner says what it is.
     """
 
-    def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False, *, role: Role):
         super().__init__(in_features, out_features, bias=False)
+        declare(self, weight=role)
         self.zero_init = zero_init
         self.qat_clip_sigmas: float | None = None
         if zero_init:

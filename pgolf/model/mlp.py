@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
+from pgolf.model.roles import matrix
 from pgolf.ops.leaky_relu2_mlp import leaky_relu_squared_mlp
 
 ACTIVATIONS = {"relu2": 0.0, "leaky_relu2": 0.5}  # name -> negative slope (relu² is slope 0)
@@ -22,8 +23,8 @@ class ReluSquaredMLP(nn.Module):
 
     def __init__(self, dim: int, mult: int):
         super().__init__()
-        self.fc = CastedLinear(dim, mult * dim)
-        self.proj = CastedLinear(mult * dim, dim, zero_init=True)
+        self.fc = CastedLinear(dim, mult * dim, role=matrix("mlp.fc", clip="mlp", hot=True))
+        self.proj = CastedLinear(mult * dim, dim, zero_init=True, role=matrix("mlp.proj", clip="mlp"))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(torch.relu(self.fc(x)).square())

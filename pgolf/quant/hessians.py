@@ -1,8 +1,8 @@
 """Input Hessians H = E[xᵀx] of every linear layer, for GPTQ (spec §5.11).
 
-Forward hooks on the model's linear layers accumulate XᵀX of their inputs (fp32, per
-weight), and the tied head's input (the final RMSNorm output) is credited to the
-embedding it multiplies. Run calibration forwards under torch.no_grad(); average across
+Which weights get one, and from which input, is their role's `hessian`: a matrix's from
+its own linear layer's input, the head's (or the embedding tied to it) from the model's
+head input (the final RMSNorm output). Forward hooks accumulate XᵀX (fp32, per weight). Run calibration forwards under torch.no_grad(); average across
 ranks with all_reduce() so every rank computes the same GPTQ codes.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pgolf.model.gpt import GPT
-from pgolf.model.layers import CastedLinear
+from pgolf.model.roles import RoleError, roles_by_module
 
 
 class HessianCollector:
@@ -20,11 +20,17 @@ class HessianCollector:
         self.sums: dict[str, Tensor] = {}
         self.counts: dict[str, int] = {}
         self._hooks = []
-        for name, module in model.named_modules():
-            if isinstance(module, CastedLinear) and module is not model.lm_head:
-                self._hooks.append(module.register_forward_hook(self._hook(f"{name}.weight")))
-        head = "tok_emb.weight" if model.lm_head is None else "lm_head.weight"
-        self._hooks.append(model.head_input.register_forward_hook(self._hook(head)))
+        heads = []
+        for path, module, attr, role in roles_by_module(model):
+            name = f"{path}.{attr}" if path else attr
+            if role.hessian == "input":
+                self._hooks.append(module.register_forward_hook(self._hook(name)))
+            elif role.hessian == "head":
+                heads.append(name)
+        if len(heads) > 1:
+            raise RoleError(f"two parameters claim the head's input: {', '.join(heads)}")
+        for name in heads:
+            self._hooks.append(model.head_input.register_forward_hook(self._hook(name)))
 
     def _hook(self, weight_name: str):
         def hook(module: nn.Module, inputs, output):

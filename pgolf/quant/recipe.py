@@ -1,59 +1,56 @@
-"""Which quantization each tensor of a model gets (spec §5.11).
+"""Which quantization each tensor of a model gets (spec §5.11), from its parameter role
+(pgolf.model.roles: `Role.quant`, `bits`, `clip_class`).
 
 - non-float tensors: raw
-- gate matrices (names containing "gate"): int8 per row, the record's quant gate
-- floats with <= 65,536 elements: raw (fp16; control parameters fp32)
-- the embedding / head: `embed_bits`; other matrices: `matrix_bits`
+- gates: int8 per row with row-max / 127 scales (the record's quant gate)
+- controls: raw fp32 (exact)
+- other floats with <= 65,536 elements: raw fp16 (passthrough)
+- coded roles (matrices, embedding, head, n-gram table): `embed_bits` for the embedding /
+  head, `matrix_bits` for the others
   - method "rtn": round-to-nearest (int8: the baseline's percentile clip; fewer bits: the
     percentile with the least weight MSE)
-  - method "gptq": SDClip scales (clip sigmas by class: attention, MLP, embedding, other) and
-    GPTQ codes from the layer's input Hessian (RTN on those scales if it has none)
-- other large floats: int8 with one scale
-Then LQER on the `lqer_top` matrices with the largest ‖W − Ŵ‖_F.
+  - method "gptq": SDClip scales (clip sigmas by the role's class: attn, mlp, embed, other)
+    and GPTQ codes from the layer's input Hessian (RTN on those scales if it has none)
+- other large floats (conv taps, norms of a huge model): int8 with one scale
+Then LQER on the `lqer_top` coded matrices with the largest ‖W − Ŵ‖_F.
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from pgolf.config import ExportConfig
-from pgolf.model.gpt import is_control
+from pgolf.model.roles import Role, RoleError
 from pgolf.quant.encoding import Encoded, decode
 from pgolf.quant.gptq import gptq_codes, sdclip_scale
 from pgolf.quant.lqer import GROUP, lqer_parts
-from pgolf.quant.rtn import codes_for, rtn_rows, rtn_tensor
+from pgolf.quant.rtn import codes_for, rowmax_int8, rtn_rows, rtn_tensor
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
-EMBEDDINGS = ("tok_emb.weight", "lm_head.weight")
 
 
-def is_coded_matrix(name: str, t: Tensor) -> bool:
+def is_coded(role: Role, t: Tensor) -> bool:
     """True for the tensors export codes with matrix_bits / embed_bits (what late QAT imitates):
-    float matrices over KEEP_FLOAT_MAX_NUMEL that are not gates."""
-    return t.is_floating_point() and t.ndim == 2 and "gate" not in name and t.numel() > KEEP_FLOAT_MAX_NUMEL
+    float matrices of a coded role over KEEP_FLOAT_MAX_NUMEL elements."""
+    return role.quant == "coded" and t.is_floating_point() and t.ndim == 2 and t.numel() > KEEP_FLOAT_MAX_NUMEL
 
 
-def tensor_class(name: str) -> str:
-    if name in EMBEDDINGS:
-        return "embed"
-    if ".attn." in name:
-        return "attn"
-    if ".mlp." in name:
-        return "mlp"
-    return "other"
+def clip_sigmas(cfg: ExportConfig, role: Role) -> float:
+    """The SDClip k of a coded role's class."""
+    return {"embed": cfg.embed_clip_sigmas, "attn": cfg.attn_clip_sigmas, "mlp": cfg.mlp_clip_sigmas,
+            "other": cfg.matrix_clip_sigmas}[role.clip_class]
 
 
 def _np(t: Tensor):
     return t.detach().cpu().contiguous().numpy().copy()
 
 
-def _encode_matrix(name: str, w: Tensor, cfg: ExportConfig, hessian: Tensor | None) -> Encoded:
-    cls = tensor_class(name)
-    bits = cfg.embed_bits if cls == "embed" else cfg.matrix_bits
+def _encode_matrix(w: Tensor, role: Role, cfg: ExportConfig, hessian: Tensor | None) -> Encoded:
+    bits = cfg.embed_bits if role.bits == "embed" else cfg.matrix_bits
     if cfg.method == "gptq":
-        sigmas = {"embed": cfg.embed_clip_sigmas, "attn": cfg.attn_clip_sigmas, "mlp": cfg.mlp_clip_sigmas,
-                  "other": cfg.matrix_clip_sigmas}[cls]
-        scale = sdclip_scale(w, bits, sigmas)
+        scale = sdclip_scale(w, bits, clip_sigmas(cfg, role))
         codes = (gptq_codes(w, hessian.to(w.device), scale.float(), bits) if hessian is not None
                  else codes_for(w, scale.float(), bits))
     else:
@@ -61,36 +58,45 @@ def _encode_matrix(name: str, w: Tensor, cfg: ExportConfig, hessian: Tensor | No
     return Encoded("int_row", "", tuple(w.shape), {"q": _np(codes), "scale": _np(scale)}, bits)
 
 
-def quantize_state(state: dict[str, Tensor], cfg: ExportConfig,
+def _encode(t: Tensor, role: Role, cfg: ExportConfig, hessian: Tensor | None) -> Encoded:
+    dtype = str(t.dtype).removeprefix("torch.")
+    if role.quant == "int8_rowmax" and t.ndim == 2:
+        codes, scale = rowmax_int8(t.float())
+        return Encoded("int_row", dtype, tuple(t.shape), {"q": _np(codes), "scale": _np(scale)}, 8)
+    if role.quant == "fp32":
+        return Encoded("raw", dtype, tuple(t.shape), {"data": _np(t.float())})
+    if t.numel() <= KEEP_FLOAT_MAX_NUMEL:
+        return Encoded("raw", dtype, tuple(t.shape), {"data": _np(t.to(torch.float16))})
+    if is_coded(role, t):
+        e = _encode_matrix(t.float(), role, cfg, hessian)
+        e.dtype = dtype
+        return e
+    codes, scale = rtn_tensor(t.float())
+    return Encoded("int_tensor", dtype, tuple(t.shape), {"q": _np(codes), "scale": _np(scale)}, 8)
+
+
+def quantize_state(state: dict[str, Tensor], cfg: ExportConfig, roles: Mapping[str, Role],
                    hessians: dict[str, Tensor] | None = None) -> dict[str, Encoded]:
+    """Each tensor of `state` encoded as its role says (`roles`: pgolf.model.param_roles)."""
     out: dict[str, Encoded] = {}
     for name, t in state.items():
         t = t.detach().cpu()
-        dtype = str(t.dtype).removeprefix("torch.")
         if not t.is_floating_point():
-            out[name] = Encoded("raw", dtype, tuple(t.shape), {"data": _np(t)})
-        elif "gate" in name and t.ndim == 2:
-            codes, scale = rtn_rows(t.float(), 8)
-            out[name] = Encoded("int_row", dtype, tuple(t.shape), {"q": _np(codes), "scale": _np(scale)}, 8)
-        elif t.numel() <= KEEP_FLOAT_MAX_NUMEL:
-            stored = t.float() if is_control(name) else t.to(torch.float16)
-            out[name] = Encoded("raw", dtype, tuple(t.shape), {"data": _np(stored)})
-        elif is_coded_matrix(name, t):
-            e = _encode_matrix(name, t.float(), cfg, (hessians or {}).get(name))
-            e.dtype = dtype
-            out[name] = e
-        else:
-            codes, scale = rtn_tensor(t.float())
-            out[name] = Encoded("int_tensor", dtype, tuple(t.shape), {"q": _np(codes), "scale": _np(scale)}, 8)
+            out[name] = Encoded("raw", str(t.dtype).removeprefix("torch."), tuple(t.shape), {"data": _np(t)})
+            continue
+        if name not in roles:
+            raise RoleError(f"tensor {name} has no parameter role: its model does not declare it")
+        out[name] = _encode(t, roles[name], cfg, (hessians or {}).get(name))
     if cfg.lqer_top > 0:
-        _add_lqer(out, state, cfg)
+        _add_lqer(out, state, roles, cfg)
     return out
 
 
-def _add_lqer(out: dict[str, Encoded], state: dict[str, Tensor], cfg: ExportConfig) -> None:
+def _add_lqer(out: dict[str, Encoded], state: dict[str, Tensor], roles: Mapping[str, Role], cfg: ExportConfig) -> None:
     errors = {}
     for name, e in out.items():
-        if e.scheme == "int_row" and "gate" not in name and (cfg.lqer_rank * e.shape[1]) % GROUP == 0:
+        if (e.scheme == "int_row" and roles[name].quant == "coded"
+                and (cfg.lqer_rank * e.shape[1]) % GROUP == 0):
             errors[name] = state[name].detach().cpu().float() - decode(e).float()
     ranked = sorted(errors, key=lambda n: -float(errors[n].norm()))
     for name in ranked[: cfg.lqer_top]:

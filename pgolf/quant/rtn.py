@@ -40,6 +40,15 @@ def rtn_rows(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     return best[1], best[2]
 
 
+def rowmax_int8(w: Tensor) -> tuple[Tensor, Tensor]:
+    """The record's quant gate (spec §5.11): int8 per row, scale = row max |w| / 127 (stored fp16),
+    no clipping and no floor (a gate's weights are far below the baseline's 1/127 floor).
+    Codes are rounded with the fp32 scale, as the baseline does; an all-zero row codes to zeros."""
+    scale = w.abs().amax(dim=1) / 127.0
+    codes = torch.clamp(torch.round(w / torch.where(scale > 0, scale, 1.0)[:, None]), -127, 127).to(torch.int8)
+    return codes, scale.to(torch.float16)
+
+
 def rtn_tensor(w: Tensor) -> tuple[Tensor, Tensor]:
     """One int8 scale for a whole (non-2-D) tensor."""
     clip = float(torch.quantile(w.abs().flatten(), BASELINE_CLIP_Q))

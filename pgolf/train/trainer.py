@@ -32,12 +32,11 @@ from pgolf.metric.bpb import BPBResult
 from pgolf.metric.bytes import TargetByteWeights
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
-from pgolf.model.layers import CastedLinear
 from pgolf.optim.build import build_optimizers
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.quant.hessians import HessianCollector
-from pgolf.quant.recipe import is_coded_matrix
+from pgolf.quant.qat import enable_late_qat
 from pgolf.train import checkpoint as ckpt
 from pgolf.train.distributed import (DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks,
                                      shutdown)
@@ -76,13 +75,6 @@ def grad_accum_steps(cfg: Config, world: int) -> int:
             f"train.batch_tokens={cfg.train.batch_tokens} must split into whole train.seq_len={cfg.train.seq_len} "
             f"sequences over world_size={world} x grad_accum_steps={accum}")
     return accum
-
-
-def late_qat_layers(model: GPT) -> dict[str, CastedLinear]:
-    """The block linears whose weights export codes at matrix_bits (by parameter-name prefix);
-    the small ones it stores in fp16 (GDN's a/b projections) must not train against int6 noise."""
-    return {f"blocks.{name}": m for name, m in model.blocks.named_modules()
-            if isinstance(m, CastedLinear) and is_coded_matrix(f"blocks.{name}.weight", m.weight)}
 
 
 class Trainer:
@@ -313,11 +305,9 @@ class Trainer:
         return TrainResult(self.env.is_main, self.run_dir, self.step, self.train_ms, prequant, final, report)
 
     def _start_qat(self) -> None:
-        """Late QAT: the block matrices that export codes switch their forwards to int6
-        fake-quant (SDClip by class)."""
-        for name, module in late_qat_layers(self.model).items():
-            module.qat_clip_sigmas = (self.cfg.export.attn_clip_sigmas if ".attn." in f".{name}."
-                                      else self.cfg.export.mlp_clip_sigmas)
+        """Late QAT: the matrices that export codes switch their forwards to int6 fake-quant
+        (the selection and SDClip k by role: pgolf.quant.qat)."""
+        enable_late_qat(self.model, self.cfg.export)
         self.qat_on = True
         self.log.event("qat_on", step=self.step)
 
