@@ -1,5 +1,6 @@
 """Record what every consumer of parameter roles did before roles were declared (tests/test_roles.py
-checks the current code against it). Run once, at the commit before the change (04590db):
+checks the current code against it). Run once, at the commit before the change (04590db; the export
+digests were re-recorded there when they changed to payload digests):
 
     python tests/golden/make_roles_reference.py > tests/golden/roles_reference.json
 
@@ -16,7 +17,8 @@ import json
 import torch
 
 from pgolf.config import load_config
-from pgolf.export.artifact import encode_artifact
+from pgolf.export import codecs
+from pgolf.export.artifact import _read_table, encode_artifact
 from pgolf.export.export import build_artifact
 from pgolf.model import GPT
 from pgolf.optim.build import build_optimizers
@@ -75,6 +77,22 @@ def hessian_names(model, cfg) -> list[str]:
         collector.remove()
 
 
+def _payload_digest(blob: bytes) -> tuple[str, int]:
+    """sha256 and size of what the tensors put in the file: every stream's bytes, the index reduced
+    to its tensor entries. The model config, meta and format version are left out, so settings
+    added to the config and format bumps do not count as a change of the weights' bytes."""
+    table, pos = _read_table(blob, "digest")
+    h, total = hashlib.sha256(), 0
+    for name, codec, size in table:
+        data = blob[pos:pos + size]
+        pos += size
+        if name == "index":
+            data = json.dumps(json.loads(codecs.decompress(codec, data))["tensors"], sort_keys=True).encode()
+        h.update(name.encode() + codec.encode() + data)
+        total += len(data)
+    return h.hexdigest(), total
+
+
 def export_digest(preset: str, overrides: list[str]) -> dict:
     cfg = load_config(preset, overrides, env={})
     torch.manual_seed(0)
@@ -92,7 +110,8 @@ def export_digest(preset: str, overrides: list[str]) -> dict:
         collector.remove()
     art = build_artifact(model.state_dict(), cfg.to_dict()["model"], cfg.export, hessians=hessians)
     blob, _ = encode_artifact(dataclasses.replace(art, meta={}), cfg.export.layout, cfg.export.codec)
-    return {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+    digest, payload = _payload_digest(blob)
+    return {"bytes": payload, "sha256": digest,
             "schemes": {n: [e.scheme, e.bits, str(e.parts.get("data", e.parts.get("q")).dtype)]
                         for n, e in art.tensors.items()}}
 
