@@ -174,23 +174,26 @@ def _sweep_stale_staging(out_dir: Path) -> None:
 
 
 class Interrupted(PgolfError):
-    pass
+    """A prepare stopped by SIGTERM: cleaned up like any other failure."""
 
 
 @contextlib.contextmanager
 def _sigterm_raises(out_dir: Path):
     """SIGTERM becomes an exception, so the staging directory and the encoder pool are cleaned up
-    as for any failure (the default action would kill the process and leave both behind)."""
+    as for any failure (the default action would kill the process and leave both behind).
+    Yields a dict whose "done" the caller sets once the export is in place, for the message."""
+    state = {"done": False}
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def handler(signum, frame):
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; nothing was written to {out_dir}")
+        what = f"the export into {out_dir} had completed" if state["done"] else f"nothing was written to {out_dir}"
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; {what}")
 
     old = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield state
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -223,7 +226,7 @@ def prepare(opts: PrepareOptions) -> dict:
     stale = _existing_outputs(out_dir)
     if stale and not opts.overwrite:
         raise PgolfError(f"{out_dir} already holds shards ({stale[0].name}, ...); pass --overwrite to replace them")
-    with _sigterm_raises(out_dir), created_dir(out_dir, "--out"):
+    with _sigterm_raises(out_dir) as state, created_dir(out_dir, "--out"):
         staging = out_dir / f".staging-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -235,6 +238,7 @@ def prepare(opts: PrepareOptions) -> dict:
                 for path in outputs:
                     os.replace(path, out_dir / path.name)
                 atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+                state["done"] = True  # a signal held until here must not claim that nothing was written
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return manifest
@@ -258,7 +262,9 @@ def _encode_all(opts: PrepareOptions, tok, input_files, staging: Path, with_side
         results = _ordered_pool_map(encode_task, tasks, opts.workers, init_worker, (str(tok.path), os.getpid()))
     else:
         results = map(functools.partial(encode_task, tok=tok), tasks)
-    with bar, contextlib.closing(iter(results)) if opts.workers > 1 else contextlib.nullcontext():
+    # closing the pool's generator shuts the pool down now, not whenever it is garbage-collected
+    closer = contextlib.closing(results) if opts.workers > 1 else contextlib.nullcontext()
+    with bar, closer:
         for tokens, sidecar, text_bytes, n_docs in results:
             split = "val" if counts["val"]["docs"] < opts.val_docs else "train"
             sinks[split].append(tokens)
@@ -284,11 +290,13 @@ def _export(opts: PrepareOptions, tok, input_files, staging: Path) -> tuple[dict
         )
     if sinks["val"].total < 2:
         raise PgolfError(f"the val documents of {named} hold no text: the val split would have nothing to score")
-    if not counts["train"]["docs"] or sinks["train"].total <= counts["train"]["docs"]:
+    if not counts["train"]["docs"]:
         raise PgolfError(
-            f"no text left for the train split: the inputs ({named}) hold {counts['val']['docs'] + counts['train']['docs']} "
-            f"documents and --val-docs {opts.val_docs} takes {counts['val']['docs']} of them"
+            f"no documents left for the train split: the inputs ({named}) hold {counts['val']['docs']} "
+            f"documents and --val-docs {opts.val_docs} takes them all"
         )
+    if sinks["train"].total <= counts["train"]["docs"]:  # nothing but the BOS of each document
+        raise PgolfError(f"the train documents of {named} hold no text: the train split would be empty")
     written = {s: sinks[s].close() for s in sinks}
     sidecars = side_sink.close()
     manifest = _manifest(opts, tok, input_files, counts, written, sidecars, staging, seconds)
