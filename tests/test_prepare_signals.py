@@ -7,7 +7,6 @@ is gone and exit, and the next prepare into the same --out removes the dead run'
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
