@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from pgolf.cli import main
 
 
@@ -34,3 +36,31 @@ def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "pgolf", "data", "download", "--variant", "sp1024", "--bogus"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
+
+
+def test_unwritable_output_paths_are_clear_errors(tmp_path, capsys, monkeypatch):
+    """Read-only --out parents (faked: root, which runs the suite in CI, ignores permissions)."""
+    import os
+    from pathlib import Path
+
+    from pgolf.data.outputs import created_dir
+    from pgolf.errors import PgolfError
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != ro and real_access(p, mode, **kw))
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"text": "x"}) + "\n")
+    assert main(["data", "tokenizer", str(corpus), "--out", str(ro / "t.model"), "--vocab-size", "300"]) == 2
+    err = capsys.readouterr().err
+    assert f"{ro} is not writable" in err and "Traceback" not in err
+    monkeypatch.setattr(os, "access", real_access)
+
+    def refuse(self, *a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(PgolfError, match=r"--out .*new/deeper: cannot create it \(Permission denied\)"):
+        with created_dir(tmp_path / "new" / "deeper", "--out"):
+            pass

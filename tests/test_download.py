@@ -140,3 +140,22 @@ def test_hub_source_asks_for_the_right_repo_and_paths(tmp_path, mirror, monkeypa
     monkeypatch.setenv("MATCHED_FINEWEB_REPO_ID", "someone/fork")
     download("caseops", tmp_path, 1, log=lambda m: None)
     assert {c[0] for c in calls} == {"someone/fork"}
+
+
+def test_an_unreachable_hub_is_named_as_such(tmp_path, monkeypatch):
+    """Offline, huggingface_hub raises LocalEntryNotFoundError, a subclass of EntryNotFoundError:
+    it used to be reported as "manifest.json is not in the hub dataset"."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(**kwargs):
+        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(PgolfError, match="cannot reach the Hugging Face Hub to fetch datasets/manifest.json .*--mirror"):
+        download("sp1024", tmp_path / "dl", 1, log=lambda m: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: (_ for _ in ()).throw(ConnectionError("refused")))
+    with pytest.raises(PgolfError, match="cannot reach the Hugging Face Hub .*ConnectionError: refused"):
+        download("sp1024", tmp_path / "dl", 1, log=lambda m: None)
+    assert not (tmp_path / "dl").exists()

@@ -71,6 +71,27 @@ def test_evaluator_matches_the_one_window_reference(tiny_eval, seq_len, stride):
     assert math.isclose(result.loss_sum, reference_eval(model, val, seq_len, stride), rel_tol=1e-6)
 
 
+def test_a_small_val_set_is_not_padded_up_to_the_batch(tiny_eval):
+    """Issue 12 bug 5: with the default 524,288-token batch, a few windows of val were padded to
+    512 windows per forward. A batch holds at most the windows there are."""
+    model, val, _ = tiny_eval
+    rows = []
+    handle = model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        result = evaluate(model, val, 64, 0, windows_per_batch=524_288 // 64)
+    finally:
+        handle.remove()
+    n_windows = len(plan_windows(len(val), 64))
+    assert rows == [n_windows] and result.token_count == len(val) - 1
+    rows.clear()
+    handle = model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        evaluate(model, val, 64, 0, windows_per_batch=4)  # a smaller batch is kept: fixed shape, last one padded
+    finally:
+        handle.remove()
+    assert rows == [4] * -(-n_windows // 4)
+
+
 def test_sliding_windows_give_each_token_more_context(tiny_eval):
     model, val, _ = tiny_eval
     flat = evaluate(model, val, 64, 0, windows_per_batch=8)

@@ -108,5 +108,19 @@ def test_sidecar_must_pair_with_val_shards(tmp_path):
     shards.write_shard(tmp_path / "fineweb_val_bytes_000000.bin", [0, 3, 2, 4, 1])
     with pytest.raises(shards.PgolfError, match="credits 4 bytes to the BOS at val position 3"):
         shards.load_sidecar(tmp_path, tokens, bos_id=1)
+    shards.write_shard(tmp_path / "fineweb_val_bytes_000000.bin", [0, 0, 0, 0, 0])
+    with pytest.raises(ShardError, match="fineweb_val_bytes_000000.bin: .*credits 0 bytes to every val token"):
+        shards.load_sidecar(tmp_path, tokens, bos_id=1)
     shards.write_shard(tmp_path / "fineweb_val_bytes_000000.bin", [0, 3, 2, 0, 1])
     assert shards.load_sidecar(tmp_path, tokens, bos_id=1).tolist() == [0, 3, 2, 0, 1]
+
+
+def test_a_gap_in_the_shard_numbers_is_a_missing_shard(tmp_path):
+    for i in (0, 1, 3):
+        shards.write_shard(tmp_path / f"fineweb_train_{i:06d}.bin", [1, 2])
+    shards.write_shard(tmp_path / "fineweb_val_000001.bin", [1, 2])
+    with pytest.raises(ShardError, match="fineweb_train_000002.bin: missing: the directory holds fineweb_train_000003"):
+        shards.list_token_shards(tmp_path, "train")
+    with pytest.raises(ShardError, match="fineweb_val_000000.bin: missing"):
+        shards.load_split(tmp_path, "val")
+    assert len(shards.list_any_shards(tmp_path)) == 4  # what an export would replace, gaps or not

@@ -31,9 +31,15 @@ def test_bad_tokenizer_inputs(tmp_path, bbc_docs):
         train_tokenizer(bbc_docs[:10], tmp_path / "t.model", vocab_size=300, transform="upper")
     with pytest.raises(PgolfError, match="only supports .* pieces, fewer than --vocab-size 100000"):
         train_tokenizer(bbc_docs[:3], tmp_path / "t.model", vocab_size=100000)
-    with pytest.raises(PgolfError, match="SentencePiece training failed"):
-        train_tokenizer([], tmp_path / "t.model", vocab_size=300)
-    assert not (tmp_path / "t.model").exists()
+    with pytest.raises(PgolfError, match="hold no text to train a tokenizer on"):  # not SentencePiece's message
+        train_tokenizer(["", " \n"], tmp_path / "new" / "t.model", vocab_size=300)
+    assert not (tmp_path / "t.model").exists() and not (tmp_path / "new").exists()
+    with pytest.raises(PgolfError, match="--max-docs must be at least 1"):
+        train_tokenizer(bbc_docs[:10], tmp_path / "t.model", vocab_size=300, max_docs=-1)
+    (tmp_path / "d.model").mkdir()  # used to write d.vocab, then fail on the .model with a traceback
+    with pytest.raises(PgolfError, match="d.model is an existing directory"):
+        train_tokenizer(bbc_docs[:10], tmp_path / "d.model", vocab_size=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.model"]
     (tmp_path / "junk.model").write_bytes(b"not a model")
     with pytest.raises(PgolfError, match="junk.model: not a SentencePiece model"):
         load_tokenizer(tmp_path / "junk.model")

@@ -73,7 +73,8 @@ def _tokenizer(args) -> None:
     from pgolf.data.tokenizer import train_tokenizer
 
     tok = train_tokenizer(iter_documents(args.inputs, args.text_field), args.out, args.vocab_size,
-                          transform=args.transform, user_symbols=args.user_symbol, max_docs=args.max_docs)
+                          transform=args.transform, user_symbols=args.user_symbol, max_docs=args.max_docs,
+                          source=f"the inputs ({', '.join(map(str, args.inputs))})")
     print(f"wrote {tok.path} (vocab {tok.vocab_size}, transform {tok.transform})")
 
 

@@ -57,6 +57,14 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def _check_encodable(text: str, path: Path, lineno: int, field: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PgolfError(f"{path}:{lineno}: field {field!r} holds a lone surrogate ({text[e.start]!a} at character "
+                         f"{e.start}), which is not valid Unicode text") from None
+
+
 def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
     with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
@@ -71,6 +79,8 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             text = obj[field]
             if not isinstance(text, str):
                 raise PgolfError(f"{path}:{lineno}: field {field!r} is {type(text).__name__}, expected a string")
+            if "\\u" in line:  # only a JSON escape can smuggle in a lone surrogate, which no encoder accepts
+                _check_encodable(text, path, lineno, field)
             yield text
 
 

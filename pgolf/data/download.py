@@ -55,16 +55,28 @@ class HubSource:
     def __init__(self, repo_id: str, revision: str | None = None):
         self.repo_id, self.revision = repo_id, revision
 
-    def fetch(self, remote_path: str, dest: Path) -> None:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+    def _unreachable(self, remote_path: str, why: str) -> PgolfError:
+        return PgolfError(f"cannot reach the Hugging Face Hub to fetch {remote_path} from {self.repo_id} ({why}); "
+                          "check the network (or unset HF_HUB_OFFLINE), or copy from a local mirror with --mirror DIR")
 
+    def fetch(self, remote_path: str, dest: Path) -> None:
+        import huggingface_hub
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise self._unreachable(remote_path, "HF_HUB_OFFLINE is set")
         parent, _, name = remote_path.rpartition("/")
         try:
-            cached = hf_hub_download(repo_id=self.repo_id, filename=name, subfolder=parent or None,
-                                     repo_type="dataset", revision=self.revision)
+            cached = huggingface_hub.hf_hub_download(repo_id=self.repo_id, filename=name, subfolder=parent or None,
+                                                     repo_type="dataset", revision=self.revision)
+        except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+            # LocalEntryNotFoundError subclasses EntryNotFoundError: it means "offline and not cached",
+            # not "the file does not exist", so it must be caught first
+            raise self._unreachable(remote_path, type(e).__name__) from None
         except EntryNotFoundError:
             raise PgolfError(f"{remote_path} is not in the hub dataset {self.repo_id}") from None
+        except OSError as e:  # connection errors of the HTTP client (requests/httpx subclass OSError or not)
+            raise self._unreachable(remote_path, f"{type(e).__name__}: {e}") from None
         _copy_atomic(Path(cached).resolve(strict=True), dest)
 
 

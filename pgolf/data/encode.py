@@ -5,6 +5,10 @@ Kept free of torch so that `prepare`'s worker processes start fast.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 
@@ -50,8 +54,19 @@ def encode_documents(tok: Tokenizer, texts: list[str], with_sidecar: bool) -> tu
 _worker_tok: Tokenizer | None = None
 
 
-def init_worker(tokenizer_path: str) -> None:
+def _exit_when_orphaned(parent_pid: int, poll_s: float = 0.5) -> None:
+    # A pool worker blocks on its task queue forever if the parent dies without shutting the
+    # pool down (SIGKILL, OOM kill): leave as soon as it is no longer the parent's child.
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os._exit(1)
+
+
+def init_worker(tokenizer_path: str, parent_pid: int | None = None) -> None:
     global _worker_tok
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it shuts the pool down
+    if parent_pid is not None:
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True, name="orphan-watch").start()
     _worker_tok = load_tokenizer(tokenizer_path)
 
 

@@ -7,28 +7,34 @@ byte total and bytes/token, the constant of spec §3.3.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import numpy as np
+
 from pgolf.data import shards
-from pgolf.data.prepare import MANIFEST_FORMAT, MANIFEST_NAME
+from pgolf.data.manifest import MANIFEST_NAME, read_manifest
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
 
 
-def _check_against_manifest(directory: Path, manifest: dict) -> int:
-    checked = 0
-    for split, entry in manifest.get("splits", {}).items():
+def _check_against_manifest(directory: Path, manifest: dict, verify_hashes: bool) -> int:
+    """Every listed file is there with its token count (and sha256); every shard there is listed."""
+    checked, listed = 0, set()
+    for split, entry in manifest["splits"].items():
         for f in [*entry.get("shards", []), *entry.get("sidecars", [])]:
             path = directory / f["name"]
+            listed.add(f["name"])
             if not path.is_file():
                 raise PgolfError(f"{path}: listed in {MANIFEST_NAME} but missing")
             if shards.read_header(path) != f["tokens"]:
                 raise shards.ShardError(path, f"holds {shards.read_header(path)} tokens, {MANIFEST_NAME} says {f['tokens']}")
-            if sha256_file(path) != f["sha256"]:
+            if verify_hashes and sha256_file(path) != f["sha256"]:
                 raise shards.ShardError(path, f"sha256 differs from {MANIFEST_NAME}: the file changed after it was written")
             checked += 1
+    extra = [p.name for p in shards.list_any_shards(directory) if p.name not in listed]
+    if extra:
+        raise shards.ShardError(directory / extra[0], f"not listed in {MANIFEST_NAME}: it was not written by this export")
     return checked
 
 
@@ -36,6 +42,7 @@ def inspect_dataset(directory: str | Path, tokenizer_path: str | Path | None = N
     directory = Path(directory)
     tok = load_tokenizer(tokenizer_path) if tokenizer_path else None
     vocab = tok.vocab_size if tok else None
+    manifest = read_manifest(directory) if directory.is_dir() else None
     report: dict = {"directory": str(directory)}
     for split in shards.SPLITS:
         paths = shards.list_token_shards(directory, split)
@@ -44,17 +51,19 @@ def inspect_dataset(directory: str | Path, tokenizer_path: str | Path | None = N
         raise PgolfError(f"{directory}: no fineweb_val_NNNNNN.bin shards")
     sidecars = shards.list_sidecar_shards(directory)
     report["val"]["sidecar_shards"] = len(sidecars)
+    if sidecars:  # pairing, BOS credits and a non-zero total, whether or not a tokenizer needs it
+        val_tokens = shards.load_split(directory, "val", vocab)
+        bos = tok.bos_id if tok else manifest["tokenizer"]["bos_id"] if manifest else int(val_tokens[0])
+        shards.load_sidecar(directory, np.asarray(val_tokens), bos)
 
-    manifest_path = directory / MANIFEST_NAME
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") == MANIFEST_FORMAT:
-            report["manifest_files_verified"] = _check_against_manifest(directory, manifest) if verify_hashes else 0
+    if manifest is not None:
+        report["manifest_files_verified"] = _check_against_manifest(directory, manifest, verify_hashes)
+        report["manifest_hashes_verified"] = verify_hashes
 
     if tok is not None:
         from pgolf.metric.valset import load_val_set  # torch only when bytes are asked for
 
-        val = load_val_set(directory, tok)
+        val = load_val_set(directory, tok)  # also checks the tokenizer against the manifest's sha256
         scored_bytes = int(val.position_bytes.sum())
         report["val"].update(byte_source=val.byte_source, scored_tokens=len(val) - 1, scored_bytes=scored_bytes,
                              bytes_per_token=scored_bytes / (len(val) - 1))

@@ -13,12 +13,16 @@ is written last.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import functools
 import itertools
 import multiprocessing as mp
 import os
+import re
 import shutil
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,13 +38,15 @@ from pgolf.data import shards
 from pgolf.data.encode import encode_task, init_worker
 from pgolf.data.overlap import scan_overlap
 from pgolf.data.documents import expand_inputs, iter_documents
+from pgolf.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME
+from pgolf.data.outputs import created_dir
 from pgolf.data.tokenizer import IDENTITY, load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_json, sha256_file
 from pgolf.metric.bytes import position_bytes_for
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "pgolf.prepare/1"
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "PrepareOptions", "prepare"]
+_STAGING = re.compile(r"\.staging-(\d+)")
 
 
 @dataclass
@@ -134,81 +140,172 @@ def _file_entry(path: Path) -> dict:
 
 
 def _existing_outputs(out_dir: Path) -> list[Path]:
-    if not out_dir.is_dir():
-        return []
-    return [*shards.list_token_shards(out_dir, "val"), *shards.list_token_shards(out_dir, "train"),
-            *shards.list_sidecar_shards(out_dir)]
+    return shards.list_any_shards(out_dir)
 
 
-def prepare(opts: PrepareOptions) -> dict:
-    """Run the export; return the manifest that was written."""
+def _check_options(opts: PrepareOptions) -> None:
     if opts.val_docs < 1:
         raise PgolfError(f"--val-docs must be at least 1, got {opts.val_docs}")
     if opts.shard_tokens < 1 or opts.shard_tokens > shards.MAX_TOKENS:
         raise PgolfError(f"--shard-tokens must be in [1, {shards.MAX_TOKENS}], got {opts.shard_tokens}")
     if opts.workers < 1:
         raise PgolfError(f"--workers must be at least 1, got {opts.workers}")
+    if opts.max_docs is not None and opts.max_docs < 1:
+        raise PgolfError(f"--max-docs must be at least 1, got {opts.max_docs}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale_staging(out_dir: Path) -> None:
+    """Remove the staging directories of prepares that were killed (SIGKILL cannot clean up after itself)."""
+    if not out_dir.is_dir():
+        return
+    for p in out_dir.iterdir():
+        m = _STAGING.fullmatch(p.name)
+        if m and p.is_dir() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+class Interrupted(PgolfError):
+    """A prepare stopped by SIGTERM: cleaned up like any other failure."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises(out_dir: Path):
+    """SIGTERM becomes an exception, so the staging directory and the encoder pool are cleaned up
+    as for any failure (the default action would kill the process and leave both behind).
+    Yields a dict whose "done" the caller sets once the export is in place, for the message."""
+    state = {"done": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        what = f"the export into {out_dir} had completed" if state["done"] else f"nothing was written to {out_dir}"
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; {what}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGTERM/SIGINT while the finished export is moved into place, so it is never half moved."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def prepare(opts: PrepareOptions) -> dict:
+    """Run the export; return the manifest that was written.
+
+    A failure (bad input, SIGTERM, Ctrl-C) leaves --out as it was: the staging directory is
+    removed and so is --out itself if this call created it.
+    """
+    _check_options(opts)
     tok = load_tokenizer(opts.tokenizer)
     input_files = expand_inputs(opts.inputs)
     out_dir = Path(opts.out_dir)
+    _sweep_stale_staging(out_dir)
     stale = _existing_outputs(out_dir)
     if stale and not opts.overwrite:
         raise PgolfError(f"{out_dir} already holds shards ({stale[0].name}, ...); pass --overwrite to replace them")
-    with_sidecar = tok.transform != IDENTITY or opts.byte_sidecar
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        sinks = {
-            "val": _ShardSink(staging, lambda i: shards.shard_name("val", i), opts.shard_tokens),
-            "train": _ShardSink(staging, lambda i: shards.shard_name("train", i), opts.shard_tokens),
-        }
-        side_sink = _ShardSink(staging, shards.sidecar_name, opts.shard_tokens)
-        counts = {s: {"docs": 0, "text_bytes": 0} for s in sinks}
-        docs = iter_documents(input_files, opts.text_field)
-        if opts.max_docs is not None:
-            docs = itertools.islice(docs, opts.max_docs)
-        tasks = _chunks(iter(docs), opts.val_docs, opts.chunk_docs, with_sidecar)
-        started = time.perf_counter()
-        bar = tqdm(desc="prepare", unit="doc", disable=not opts.progress, dynamic_ncols=True)
-        try:
-            if opts.workers > 1:
-                results = _ordered_pool_map(encode_task, tasks, opts.workers, init_worker, (str(tok.path),))
-            else:
-                results = map(functools.partial(encode_task, tok=tok), tasks)
-            for tokens, sidecar, text_bytes, n_docs in results:
-                split = "val" if counts["val"]["docs"] < opts.val_docs else "train"
-                sinks[split].append(tokens)
-                if split == "val" and sidecar is not None:
-                    side_sink.append(sidecar)
-                counts[split]["docs"] += n_docs
-                counts[split]["text_bytes"] += text_bytes
-                bar.update(n_docs)
-                mb = (counts["val"]["text_bytes"] + counts["train"]["text_bytes"]) / 1e6
-                bar.set_postfix_str(f"{mb / max(time.perf_counter() - started, 1e-9):.1f} MB/s", refresh=False)
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - started
-        if counts["val"]["docs"] < opts.val_docs:
-            raise PgolfError(
-                f"the inputs hold {counts['val']['docs']} documents, fewer than --val-docs {opts.val_docs}; "
-                "the val split would be short"
-            )
-        written = {s: sinks[s].close() for s in sinks}
-        sidecars = side_sink.close()
-        manifest = _manifest(opts, tok, input_files, counts, written, sidecars, staging, seconds)
-        if written["train"]:  # frontier-spec F10: no val document may also be a training document
-            manifest["overlap"] = scan_overlap(staging, tok.bos_id, workers=opts.workers).as_dict()
-        for path in stale:
-            path.unlink()
-        for path in [*written["val"], *written["train"], *sidecars]:
-            os.replace(path, out_dir / path.name)
-        atomic_write_json(out_dir / MANIFEST_NAME, manifest)
-    finally:
+    with _sigterm_raises(out_dir) as state, created_dir(out_dir, "--out"):
+        staging = out_dir / f".staging-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            manifest, outputs = _export(opts, tok, input_files, staging)
+            with _signals_deferred():
+                for path in stale:
+                    path.unlink()
+                for path in outputs:
+                    os.replace(path, out_dir / path.name)
+                atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+                state["done"] = True  # a signal held until here must not claim that nothing was written
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _encode_all(opts: PrepareOptions, tok, input_files, staging: Path, with_sidecar: bool):
+    """Encode every document into the staging directory's shard sinks; return (sinks, sidecar sink, counts, seconds)."""
+    sinks = {
+        "val": _ShardSink(staging, lambda i: shards.shard_name("val", i), opts.shard_tokens),
+        "train": _ShardSink(staging, lambda i: shards.shard_name("train", i), opts.shard_tokens),
+    }
+    side_sink = _ShardSink(staging, shards.sidecar_name, opts.shard_tokens)
+    counts = {s: {"docs": 0, "text_bytes": 0} for s in sinks}
+    docs = iter_documents(input_files, opts.text_field)
+    if opts.max_docs is not None:
+        docs = itertools.islice(docs, opts.max_docs)
+    tasks = _chunks(iter(docs), opts.val_docs, opts.chunk_docs, with_sidecar)
+    started = time.perf_counter()
+    bar = tqdm(desc="prepare", unit="doc", disable=not opts.progress, dynamic_ncols=True)
+    if opts.workers > 1:
+        results = _ordered_pool_map(encode_task, tasks, opts.workers, init_worker, (str(tok.path), os.getpid()))
+    else:
+        results = map(functools.partial(encode_task, tok=tok), tasks)
+    # closing the pool's generator shuts the pool down now, not whenever it is garbage-collected
+    closer = contextlib.closing(results) if opts.workers > 1 else contextlib.nullcontext()
+    with bar, closer:
+        for tokens, sidecar, text_bytes, n_docs in results:
+            split = "val" if counts["val"]["docs"] < opts.val_docs else "train"
+            sinks[split].append(tokens)
+            if split == "val" and sidecar is not None:
+                side_sink.append(sidecar)
+            counts[split]["docs"] += n_docs
+            counts[split]["text_bytes"] += text_bytes
+            bar.update(n_docs)
+            mb = (counts["val"]["text_bytes"] + counts["train"]["text_bytes"]) / 1e6
+            bar.set_postfix_str(f"{mb / max(time.perf_counter() - started, 1e-9):.1f} MB/s", refresh=False)
+    return sinks, side_sink, counts, time.perf_counter() - started
+
+
+def _export(opts: PrepareOptions, tok, input_files, staging: Path) -> tuple[dict, list[Path]]:
+    """Write every shard into `staging`; return the manifest and the files to move into place."""
+    with_sidecar = tok.transform != IDENTITY or opts.byte_sidecar
+    sinks, side_sink, counts, seconds = _encode_all(opts, tok, input_files, staging, with_sidecar)
+    named = ", ".join(str(p) for p in input_files[:3]) + (", ..." if len(input_files) > 3 else "")
+    if counts["val"]["docs"] < opts.val_docs:
+        raise PgolfError(
+            f"the inputs ({named}) hold {counts['val']['docs']} documents, fewer than --val-docs {opts.val_docs}; "
+            "the val split would be short"
+        )
+    if sinks["val"].total < 2:
+        raise PgolfError(f"the val documents of {named} hold no text: the val split would have nothing to score")
+    if not counts["train"]["docs"]:
+        raise PgolfError(
+            f"no documents left for the train split: the inputs ({named}) hold {counts['val']['docs']} "
+            f"documents and --val-docs {opts.val_docs} takes them all"
+        )
+    if sinks["train"].total <= counts["train"]["docs"]:  # nothing but the BOS of each document
+        raise PgolfError(f"the train documents of {named} hold no text: the train split would be empty")
+    written = {s: sinks[s].close() for s in sinks}
+    sidecars = side_sink.close()
+    manifest = _manifest(opts, tok, input_files, counts, written, sidecars, staging, seconds)
+    if manifest["splits"]["val"]["scored_bytes"] <= 0:
+        raise PgolfError(f"the val documents of {named} are worth 0 bytes: val_bpb would be undefined")
+    if written["train"]:  # frontier-spec F10: no val document may also be a training document
+        manifest["overlap"] = scan_overlap(staging, tok.bos_id, workers=opts.workers).as_dict()
+    return manifest, [*written["val"], *written["train"], *sidecars]
 
 
 def _manifest(opts, tok, input_files, counts, written, sidecars, staging, seconds) -> dict:

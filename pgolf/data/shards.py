@@ -63,19 +63,36 @@ def _sorted_matches(directory: Path, pattern: re.Pattern, split: str | None) -> 
     return [p for _, p in sorted(found)]
 
 
+def _check_consecutive(paths: list[Path], namer) -> list[Path]:
+    """Shards numbered 0, 1, 2, ...: a gap means a file is missing and the stream would silently skip it."""
+    for i, p in enumerate(paths):
+        if p.name != namer(i):
+            raise ShardError(p.parent / namer(i), f"missing: the directory holds {p.name} but not this one "
+                                                   "(shards must be numbered from 000000 without gaps)")
+    return paths
+
+
 def list_token_shards(directory: str | Path, split: str) -> list[Path]:
-    """Token shards of one split in index order; never the `_bytes_` sidecars."""
+    """Token shards of one split in index order, numbered without gaps; never the `_bytes_` sidecars."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     directory = Path(directory)
     if not directory.is_dir():
         raise PgolfError(f"data directory {directory} does not exist")
-    return _sorted_matches(directory, _TOKEN_NAME, split)
+    return _check_consecutive(_sorted_matches(directory, _TOKEN_NAME, split), lambda i: shard_name(split, i))
 
 
 def list_sidecar_shards(directory: str | Path) -> list[Path]:
-    """Val byte-sidecar shards in index order (empty when the dataset has none)."""
-    return _sorted_matches(Path(directory), _SIDECAR_NAME, None)
+    """Val byte-sidecar shards in index order, numbered without gaps (empty when the dataset has none)."""
+    return _check_consecutive(_sorted_matches(Path(directory), _SIDECAR_NAME, None), sidecar_name)
+
+
+def list_any_shards(directory: str | Path) -> list[Path]:
+    """Every token and sidecar shard file in a directory, gaps or not (what an export would replace)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return [*_sorted_matches(directory, _TOKEN_NAME, None), *_sorted_matches(directory, _SIDECAR_NAME, None)]
 
 
 def read_header(path: str | Path) -> int:
@@ -169,6 +186,9 @@ def load_sidecar(directory: str | Path, tokens: np.ndarray, bos_id: int) -> np.n
     sidecar = np.concatenate(parts)
     if sidecar.shape != tokens.shape:
         raise PgolfError(f"{directory}: sidecar has {sidecar.size} entries for {tokens.size} val tokens")
+    if sidecar.size > 1 and not sidecar.any():
+        raise ShardError(sidecars[0], "the byte sidecar credits 0 bytes to every val token (all zeros); "
+                                      "val_bpb would be undefined")
     bad = np.flatnonzero((tokens == bos_id) & (sidecar != 0))
     if bad.size:
         raise PgolfError(

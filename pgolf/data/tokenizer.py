@@ -7,6 +7,7 @@ CaseOps-transformed text; `Tokenizer.transform` says so, and everything downstre
 """
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import sentencepiece as spm
 
 from pgolf.data import caseops
+from pgolf.data.outputs import check_output_file, created_dir
 from pgolf.errors import PgolfError
 
 IDENTITY = "identity"
@@ -110,6 +112,15 @@ def _training_sentences(docs: Iterable[str], transform: str, max_docs: int | Non
             yield text
 
 
+def _nonempty(sentences: Iterator[str], source: str) -> Iterator[str]:
+    """`sentences`, or a clear error if there are none (SentencePiece's own message names no file)."""
+    first = next(sentences, None)
+    if first is None:
+        raise PgolfError(f"{source} hold no text to train a tokenizer on (every document is empty)")
+    yield first
+    yield from sentences
+
+
 def train_tokenizer(
     docs: Iterable[str],
     model_path: str | os.PathLike,
@@ -119,6 +130,7 @@ def train_tokenizer(
     user_symbols: Iterable[str] = (),
     max_docs: int | None = None,
     num_threads: int | None = None,
+    source: str = "the inputs",
 ) -> Tokenizer:
     """Train a BPE SentencePiece model with the challenge's settings and write it atomically.
 
@@ -132,12 +144,20 @@ def train_tokenizer(
     model_path = Path(model_path)
     if model_path.suffix != ".model":
         raise PgolfError(f"tokenizer output {model_path} must end in .model")
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=model_path.parent, prefix=".tok-") as tmp:
+    if max_docs is not None and max_docs < 1:
+        raise PgolfError(f"--max-docs must be at least 1, got {max_docs}")
+    if vocab_size < 8:
+        raise PgolfError(f"--vocab-size must be at least 8 (4 special pieces and some text), got {vocab_size}")
+    for suffix in (".model", ".vocab"):
+        check_output_file(model_path.with_suffix(suffix), "--out")
+    sentences = _nonempty(_training_sentences(docs, transform, max_docs), source)
+    sentences = itertools.chain([next(sentences)], sentences)  # an empty input fails here, before any file exists
+    with created_dir(model_path.parent, "--out"), \
+            tempfile.TemporaryDirectory(dir=model_path.parent, prefix=".tok-") as tmp:
         prefix = Path(tmp) / "tok"
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_training_sentences(docs, transform, max_docs),
+                sentence_iterator=sentences,
                 model_prefix=str(prefix),
                 vocab_size=vocab_size,
                 user_defined_symbols=symbols,
@@ -150,6 +170,9 @@ def train_tokenizer(
         trained = spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model"))).vocab_size()
         if trained != vocab_size:  # hard_vocab_limit=False lets a small corpus yield fewer pieces
             raise PgolfError(f"the corpus only supports {trained} pieces, fewer than --vocab-size {vocab_size}")
-        for suffix in (".vocab", ".model"):  # the .model last: its presence means both are complete
-            os.replace(prefix.with_suffix(suffix), model_path.with_suffix(suffix))
+        try:
+            for suffix in (".vocab", ".model"):  # the .model last: its presence means both are complete
+                os.replace(prefix.with_suffix(suffix), model_path.with_suffix(suffix))
+        except OSError as e:
+            raise PgolfError(f"--out {model_path}: cannot write it ({e.strerror})") from None
     return load_tokenizer(model_path)

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tokenizer", type=Path, default=None, help="SentencePiece model (default: the training one)")
     e.add_argument("--seq-len", type=int, default=None, help="window length (default: the training seq_len)")
     e.add_argument("--stride", type=int, default=0, help="sliding-window stride; 0 = non-overlapping windows")
-    e.add_argument("--batch-tokens", type=int, default=524_288, help="tokens per forward, summed over ranks")
+    e.add_argument("--batch-tokens", type=int, default=524_288, help="tokens per forward, summed over ranks (VAL_BATCH_SIZE; the reference also divides "
+                        "by 8 // world_size: see README); never more windows than the val set has")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--packed", action="store_true", help="run int6 layers straight from the packed codes (int6_matmul)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -24,10 +24,13 @@ def evaluate(model: nn.Module, val: ValSet, seq_len: int, stride: int = 0, windo
 
     Each rank runs its share of the windows in fixed-size batches (the last one padded
     with masked-out repeats, so a compiled model sees one shape); `result()` all-reduces
-    and checks that every target was scored exactly once.
+    and checks that every target was scored exactly once. A batch never holds more windows
+    than the largest rank share: a val set smaller than one batch is not padded up to it.
     """
     device = val.tokens.device
-    mine = plan_windows(len(val), seq_len, stride).shard(rank, world)
+    plan = plan_windows(len(val), seq_len, stride)
+    windows_per_batch = max(1, min(windows_per_batch, -(-len(plan) // world)))
+    mine = plan.shard(rank, world)
     acc = val.accumulator()
     offsets = torch.arange(mine.seq_len, device=device)
     was_training = model.training

@@ -9,6 +9,7 @@ import torch
 from pgolf.config import from_dict
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
+from pgolf.fileio import sha256_file
 from pgolf.eval.evaluator import evaluate
 from pgolf.export.artifact import read_artifact
 from pgolf.eval.packed import swap_in_packed_layers
@@ -32,8 +33,45 @@ def model_from_artifact(path: str | Path, device: torch.device, packed: bool = F
     return model, art.meta
 
 
+def _check_options(seq_len, stride: int, batch_tokens: int) -> None:
+    if seq_len is not None and seq_len < 1:
+        raise PgolfError(f"--seq-len must be a positive window length, got {seq_len} (omit it to use the recorded one)")
+    if stride < 0:
+        raise PgolfError(f"--stride must be 0 (non-overlapping windows) or positive, got {stride}")
+    if batch_tokens < 1:
+        raise PgolfError(f"--batch-tokens must be positive, got {batch_tokens}")
+
+
+def _check_tokenizer_is_recorded(path, meta: dict, tokenizer) -> None:
+    want = meta.get("tokenizer_sha256")
+    if want is None:  # artifacts written before pgolf recorded it
+        return
+    got = sha256_file(tokenizer)
+    if got != want:
+        raise PgolfError(f"tokenizer {tokenizer} is not the one {path} was trained with "
+                         f"(sha256 {got[:12]}… vs {want[:12]}…, recorded path {meta.get('tokenizer_path', '?')})")
+
+
+def _window_length(path, meta: dict, seq_len, stride: int, n_tokens: int) -> int:
+    """The window length to use: --seq-len (which must fit the val set), else the recorded one
+    (clamped to the val set, as plan_windows does, so the printed length is the one used)."""
+    targets = n_tokens - 1
+    if seq_len is not None and seq_len > targets:
+        raise PgolfError(f"--seq-len {seq_len} is longer than the val set's {targets:,} targets")
+    if seq_len is None:
+        seq_len = meta.get("seq_len")
+        if not seq_len:
+            raise PgolfError(f"{path} does not record its sequence length: pass --seq-len")
+        seq_len = min(seq_len, targets)
+    if stride > seq_len:
+        raise PgolfError(f"--stride {stride} is longer than the window (seq_len {seq_len}); use 1..{seq_len}, "
+                         "or 0 for non-overlapping windows")
+    return seq_len
+
+
 def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int = 0,
                    batch_tokens: int = 524_288, device: str = "auto", packed: bool = False) -> dict | None:
+    _check_options(seq_len, stride, batch_tokens)
     env = init_distributed(device)
     try:
         model, meta = model_from_artifact(path, env.device, packed)
@@ -45,10 +83,9 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
         mismatch = tokenizer_mismatch(model.cfg, tok.vocab_size, tok.bos_id)
         if mismatch:
             raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
-        seq_len = seq_len or meta.get("seq_len")
-        if not seq_len:
-            raise PgolfError(f"{path} does not record its sequence length: pass --seq-len")
+        _check_tokenizer_is_recorded(path, meta, tokenizer)
         val = load_val_set(data, tok).to(env.device)
+        seq_len = _window_length(path, meta, seq_len, stride, len(val))
         windows = max(1, batch_tokens // (env.world * seq_len))
         t = time.perf_counter()
         result = evaluate(model, val, seq_len, stride, windows, env.rank, env.world)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,30 @@ def _read_table(data: bytes, source: str) -> tuple[list[tuple[str, str, int]], i
     return table, pos
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# The run metadata pgolf reads back (pgolf.export.export.run_meta): each field's check and what it must be.
+# A checksum only proves the file is as written, not that what was written is sane.
+_META_FIELDS = {
+    "seq_len": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "steps": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "seed": (_is_int, "an integer"),
+    "data_path": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "tokenizer_path": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "tokenizer_sha256": (lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None,
+                         "64 lowercase hex digits"),
+}
+
+
+def check_meta(meta: dict) -> None:
+    """Every known run-metadata field present in `meta` has its type and range (unknown keys pass)."""
+    for key, (ok, what) in _META_FIELDS.items():
+        if key in meta and not ok(meta[key]):
+            raise PgolfError(f"meta field {key!r} must be {what}, got {meta[key]!r:.80}")
+
+
 def decode_artifact(data: bytes, source: str = "artifact") -> Artifact:
     if len(data) < len(MAGIC) + 4 + 32 or data[:len(MAGIC)] != MAGIC:
         raise ArtifactError(f"{source}: not a pgolf artifact (bad magic or too short)")
@@ -123,6 +148,7 @@ def decode_artifact(data: bytes, source: str = "artifact") -> Artifact:
         model_config, meta = header["model_config"], header.get("meta", {})
         if not isinstance(model_config, dict) or not isinstance(meta, dict):
             raise ValueError("model_config and meta must be objects")
+        check_meta(meta)
     except PgolfError as e:
         raise ArtifactError(f"{source}: {e}") from None
     except Exception as e:  # whatever a crafted file triggers, it must not escape as anything but this

@@ -14,6 +14,7 @@ from torch import Tensor
 import pgolf
 from pgolf.config import Config, ExportConfig, from_dict
 from pgolf.errors import PgolfError
+from pgolf.fileio import sha256_file
 from pgolf.export.artifact import Artifact, StreamReport, encode_artifact, read_artifact, write_artifact
 from pgolf.export.code_size import count_code_bytes
 from pgolf.model import Role, roles_for_config
@@ -59,9 +60,16 @@ class ExportReport:
 
 
 def run_meta(cfg: Config, steps: int) -> dict:
-    """What an artifact records about its training run, so `pgolf eval` can score it as trained."""
-    return {"steps": steps, "seed": cfg.run.seed, "seq_len": cfg.eval.seq_len or cfg.train.seq_len,
+    """What an artifact records about its training run, so `pgolf eval` can score it as trained.
+
+    The tokenizer's sha256 lets `pgolf eval` refuse a different model with the same vocabulary
+    size (which would score without error and give a wrong val_bpb).
+    """
+    meta = {"steps": steps, "seed": cfg.run.seed, "seq_len": cfg.eval.seq_len or cfg.train.seq_len,
             "data_path": cfg.data.path, "tokenizer_path": cfg.data.tokenizer}
+    if Path(cfg.data.tokenizer).is_file():
+        meta["tokenizer_sha256"] = sha256_file(cfg.data.tokenizer)
+    return meta
 
 
 def build_artifact(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig, meta: dict | None = None,

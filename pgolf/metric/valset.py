@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from pgolf.data import shards
+from pgolf.data.manifest import check_tokenizer
 from pgolf.data.tokenizer import Tokenizer
 from pgolf.errors import PgolfError
 from pgolf.metric.bpb import BPBAccumulator
@@ -32,11 +33,18 @@ class ValSet:
 
 
 def load_val_set(data_dir: str | Path, tokenizer: Tokenizer) -> ValSet:
-    """Load and validate all val shards (and the sidecar if the tokenizer needs one)."""
+    """Load and validate all val shards (and the sidecar if the tokenizer needs one).
+
+    A pgolf dataset records its tokenizer's sha256: a different model with the same vocabulary
+    size would pass every shard check and still give a wrong val_bpb, so it is refused here.
+    """
+    check_tokenizer(data_dir, tokenizer.path)
     tokens = shards.load_split(data_dir, "val", vocab_size=tokenizer.vocab_size)
     if tokens.size < 2:
         raise PgolfError(f"{data_dir}: the val split holds {tokens.size} tokens; nothing to score")
     if int(tokens[0]) != tokenizer.bos_id:
         raise PgolfError(f"{data_dir}: the val stream must start with BOS (id {tokenizer.bos_id}), found id {int(tokens[0])}")
     position_bytes, source = load_val_position_bytes(data_dir, tokens, tokenizer)
+    if int(position_bytes.sum()) <= 0:
+        raise PgolfError(f"{data_dir}: the val targets are worth 0 bytes in total ({source}); val_bpb would be undefined")
     return ValSet(torch.from_numpy(tokens.astype(np.int32)), position_bytes, source, tokenizer.bos_id)
