@@ -193,3 +193,28 @@ def test_carry_wheels_reads_requirements_and_checks_device_versions(tmp_path):
     assert "needs" in version_ok("torch>=2.12", "2.11.0")
     line = install_line(".carry/wheels")
     assert "--no-index" in line and "--target /tmp/site" in line and ".carry/wheels/*.whl" in line
+
+
+FAKE_REFERENCE = '''
+import glob, os
+data = os.environ["DATA_PATH"]
+assert glob.glob(os.path.join(data, "fineweb_train_*.bin")) and glob.glob(os.path.join(data, "fineweb_val_*.bin"))
+assert os.environ["VOCAB_SIZE"] == "1024" and os.environ["MAX_WALLCLOCK_SECONDS"] == "0"
+n = int(os.environ["ITERATIONS"])
+for s in range(1, n + 1):
+    print(f"step:{s}/{n} train_loss:6.9 train_time:{1000 + 250 * s}ms step_avg:{(1000 + 250 * s) / s:.2f}ms")
+'''
+
+
+def test_the_reference_runs_on_synthetic_shards_and_is_read_back(tmp_path):
+    from suite_train import reference_row
+
+    script, tok = tmp_path / "train_gpt.py", tmp_path / "sp1024.model"
+    script.write_text(FAKE_REFERENCE)
+    tok.write_bytes(b"not read by the fake")
+    ctx = dry_context()
+    ctx.options.update(reference=script, reference_tokenizer=tok)
+    ctx.results["train"] = [{"item": "pgolf baseline", "ms_per_step": 200.0}]
+    reference_row(ctx)
+    row = ctx.results["train"][-1]
+    assert row["ms_per_step"] == 250.0 and row["pgolf_baseline_ratio"] == 0.8 and row["met"] is True
