@@ -212,7 +212,7 @@ def time_ms(fn: Callable[[], object], device: torch.device, dry_run: bool) -> fl
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+        return float(do_bench(fn, warmup=10, rep=50, return_mode="median"))  # ms of warm-up and of repeats
     return 1e3 * median_seconds(fn, repeats=1 if dry_run else 5, warmup=0 if dry_run else 1)
 
 

@@ -98,6 +98,8 @@ def train_step(fast, optimizers, batches, cfg, device) -> None:
 
 
 def time_training(preset: str, ctx: Context) -> dict:
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
     cfg, model, fast, optimizers = build(preset, ctx)
     accum = cfg.train.grad_accum_steps or 8  # one GPU: the baseline's 8 // world_size
     micro = cfg.train.batch_tokens // accum
