@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reference", type=Path, help="the challenge's train_gpt.py (kept outside the project)")
     ap.add_argument("--reference-tokenizer", type=Path, help="an sp1024 SentencePiece .model for --reference")
     ap.add_argument("--seed", type=int, default=None, help="input seed (default: drawn per run)")
+    ap.add_argument("--commit", default="", help="the commit to record (the device's copy has no .git)")
     args = ap.parse_args(argv)
     if args.budget is None:
         args.budget = 110.0 if args.dry_run else 450.0
@@ -270,8 +271,8 @@ def main(argv=None) -> int:
     ctx.options.update(seed=seed, compile_backend="aot_eager" if args.dry_run else "inductor",
                        presets=[p for p in args.presets.split(",") if p] or None, train_steps=args.train_steps,
                        reference=args.reference, reference_tokenizer=args.reference_tokenizer)
-    ctx.results["meta"] = {"date": str(datetime.date.today()), "commit": commit(), "dry_run": args.dry_run,
-                           "budget_s": args.budget, "seed": seed,
+    ctx.results["meta"] = {"date": str(datetime.date.today()), "commit": args.commit or commit(),
+                           "dry_run": args.dry_run, "budget_s": args.budget, "seed": seed,
                            "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 
     def save():
