@@ -84,7 +84,8 @@ def synthetic_batches(cfg, device, micro_tokens: int, count: int, seed: int = 0)
     return out
 
 
-def train_step(fast, optimizers, batches, cfg, device) -> None:
+def train_step(model, fast, optimizers, batches, cfg, device) -> None:
+    """The trainer's step on one GPU: accumulate the micro-batches, clip if the preset clips, step."""
     from pgolf.eval.evaluator import autocast_for
 
     for opt in optimizers:
@@ -93,6 +94,8 @@ def train_step(fast, optimizers, batches, cfg, device) -> None:
         with autocast_for(device):
             loss = fast(x, y, ce=cfg.train.ce)
         (loss / len(batches)).backward()
+    if cfg.optim.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
     for opt in optimizers:
         opt.step()
 
@@ -106,17 +109,17 @@ def time_training(preset: str, ctx: Context) -> dict:
     batches = synthetic_batches(cfg, ctx.device, micro, accum)
     sync(ctx.device)
     t0 = time.perf_counter()
-    train_step(fast, optimizers, batches, cfg, ctx.device)
+    train_step(model, fast, optimizers, batches, cfg, ctx.device)
     sync(ctx.device)
     first_s = time.perf_counter() - t0
     warm, timed = (0, 1) if ctx.dry_run else (2, ctx.options.get("train_steps", 5))
     for _ in range(warm):
-        train_step(fast, optimizers, batches, cfg, ctx.device)
+        train_step(model, fast, optimizers, batches, cfg, ctx.device)
     times = []
     for _ in range(timed):
         sync(ctx.device)
         t = time.perf_counter()
-        train_step(fast, optimizers, batches, cfg, ctx.device)
+        train_step(model, fast, optimizers, batches, cfg, ctx.device)
         sync(ctx.device)
         times.append(time.perf_counter() - t)
     ms = 1e3 * statistics.median(times)
