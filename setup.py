@@ -63,9 +63,15 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "triton", "scipy", "python-minifier"],
+        # triton: the CPU interpreter tier; scipy: the stats tests; import-linter: the layers test
+        "test": ["pytest", "hypothesis", "triton", "scipy", "python-minifier", "import-linter"],
         "submit": ["python-minifier"],  # pgolf submit / pack
-    },  # triton: the CPU interpreter tier; scipy: stats tests
+        # What a GPU user installs beside a CUDA torch (2.11 / CUDA 13 checked): each is used when
+        # importable and pgolf falls back to its own kernels when not. flash-attn has no wheel on
+        # PyPI: pip builds its sdist against the installed torch (needs nvcc; install it with
+        # --no-build-isolation). fla 0.6 needs torch >= 2.7, triton >= 3.3, transformers 5.x.
+        "gpu": ["flash-attn>=2.8.3", "flash-linear-attention>=0.6.0,<0.7", "liger-kernel>=0.8.5,<0.9", "ninja"],
+    },
     entry_points={"console_scripts": ["pgolf=pgolf.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

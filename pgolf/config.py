@@ -48,6 +48,9 @@ class ModelConfig:
     gdn_head_dim: int = setting(64, "GDN_HEAD_DIM", help="gdn: key and value dim per head (num_heads of them)")
     gdn_conv_size: int = setting(4, "GDN_CONV_SIZE", help="gdn: causal depthwise conv width on q, k, v")
     gdn_chunk_size: int = setting(64, "GDN_CHUNK_SIZE", help="gdn: tokens per chunk of the scan")
+    gdn_backend: str = setting("pgolf", "GDN_BACKEND", ("pgolf", "fla", "auto"),
+                               help="gdn: the scan's kernels: pgolf's, flash-linear-attention's (CUDA, the gpu "
+                                    "extra), or auto (fla when importable)")
     kv_share_stride: int = setting(1, "KV_SHARE_STRIDE",
                                    help="gdn: each group of this many layers uses its first layer's k/v projections")
     bigram_buckets: int = setting(0, "BIGRAM_BUCKETS", help="BigramHash table rows; 0: no hashed n-gram embedding")

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from pgolf.model.layers import CastedLinear
 from pgolf.model.roles import CONTROL, CONV, NORM, Role, declare, matrix
 from pgolf.model.segments import DocSegments, shift_within
-from pgolf.ops.gdn import gdn_chunk_scan
+from pgolf.ops.fla_gdn import gdn_scan
 
 
 class ShortConv(nn.Module):
@@ -62,9 +62,10 @@ class KeyValue(nn.Module):
 
 class GatedDeltaNet(nn.Module):
     def __init__(self, dim: int, num_heads: int, head_dim: int, conv_size: int = 4, chunk_size: int = 64,
-                 kv_source: "GatedDeltaNet | None" = None):
+                 kv_source: "GatedDeltaNet | None" = None, backend: str = "pgolf"):
         super().__init__()
         self.num_heads, self.head_dim, self.chunk_size = num_heads, head_dim, chunk_size
+        self.scan = gdn_scan(backend)  # pgolf's kernels, or fla's (pgolf.ops.fla_gdn)
         inner = num_heads * head_dim
         self.q_proj = CastedLinear(dim, inner, role=mixer_matrix("gdn.q", hot=True))
         self.q_conv = ShortConv(inner, conv_size)
@@ -96,11 +97,11 @@ class GatedDeltaNet(nn.Module):
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
         beta = torch.sigmoid(self.b_proj(x).float())
         if segments is None:
-            o, _ = gdn_chunk_scan(q, k, heads(v), g, beta, chunk_size=self.chunk_size)
+            o, _ = self.scan(q, k, heads(v), g, beta, chunk_size=self.chunk_size)
         else:  # the rows as one packed stream, restarting at every row and document start
             flat = lambda y: y.reshape(1, b * t, *y.shape[2:])
-            o, _ = gdn_chunk_scan(flat(q), flat(k), flat(heads(v)), flat(g), flat(beta),
-                                  cu_seqlens=segments.cu_seqlens, chunk_size=self.chunk_size)
+            o, _ = self.scan(flat(q), flat(k), flat(heads(v)), flat(g), flat(beta),
+                             cu_seqlens=segments.cu_seqlens, chunk_size=self.chunk_size)
             o = o.reshape(b, t, self.num_heads, self.head_dim)
         o = F.rms_norm(o.float(), (self.head_dim,), eps=1e-5) * self.o_norm.float()
         o = o * F.silu(heads(self.g_proj(x)).float())

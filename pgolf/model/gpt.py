@@ -46,7 +46,8 @@ def build_mixers(cfg: ModelConfig) -> list[nn.Module]:
             continue
         owner = mixers[i - i % cfg.kv_share_stride] if i % cfg.kv_share_stride else None
         mixers.append(GatedDeltaNet(cfg.model_dim, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size,
-                                    cfg.gdn_chunk_size, owner if isinstance(owner, GatedDeltaNet) else None))
+                                    cfg.gdn_chunk_size, owner if isinstance(owner, GatedDeltaNet) else None,
+                                    cfg.gdn_backend))
     return mixers
 
 
