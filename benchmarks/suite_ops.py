@@ -576,9 +576,26 @@ def gdn_bench(ctx: Context) -> None:
                                  "note": reason})
 
 
+def mlp_checks(ctx: Context) -> list[Check]:
+    from bench_mlp import suite_checks
+
+    backend = ctx.options.get("compile_backend", "inductor")  # as `compiled` above
+    return [Check(**c) for c in suite_checks(ctx.device, ctx.dry_run, compile_backend=backend)]
+
+
+def mlp_bench(ctx: Context) -> None:
+    from bench_mlp import suite_bench
+
+    backend = ctx.options.get("compile_backend", "inductor")
+    for row in suite_bench(ctx.device, ctx.dry_run, timer=lambda fn: time_ms(fn, ctx.device, ctx.dry_run),
+                           compile_backend=backend):
+        ctx.record("micro", row)
+
+
 OPS = [
     OpSpec("softcapped_ce", ce_checks, ce_bench, check_s=25, bench_s=90),
     OpSpec("newton_schulz", ns_checks, ns_bench, check_s=25, bench_s=45, info=ns_five_steps),
     OpSpec("int6_matmul", int6_checks, int6_bench, check_s=20, bench_s=60),
     OpSpec("gdn_chunk_scan", gdn_checks, gdn_bench, check_s=40, bench_s=45, info=gdn_fla_agreement),
+    OpSpec("leaky_relu2_mlp", mlp_checks, mlp_bench, check_s=60, bench_s=90),
 ]
