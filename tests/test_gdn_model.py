@@ -27,7 +27,7 @@ from pgolf.train.trainer import late_qat_layers, run_training
 from test_byte_luts import covered_docs, pr1791_lut
 
 GDN_TINY = ["model.arch=gdn", "model.num_layers=4", "model.model_dim=48", "model.num_heads=2",
-            "model.gdn_head_dim=16", "model.gdn_chunk_size=16", "model.kv_share_stride=2", "model.unet_skips=false",
+            "model.gdn_head_dim=16", "model.gdn_chunk_size=16", "model.kv_share_stride=2", "model.stack.unet_skips=false",
             "model.bigram_buckets=64", "model.bigram_dim=16", "model.smear_gate=true", "model.doc_isolation=true",
             "model.mlp_mult=2"]
 
@@ -99,13 +99,13 @@ def test_shared_kv_is_stored_once_and_gets_both_layers_gradients():
 
 
 def test_hybrid_layers_and_sharing_around_them():
-    model = tiny_gdn("model.attn_layers=0,3", "model.num_layers=5")
+    model = tiny_gdn("model.stack.attn_layers=0,3", "model.num_layers=5")
     kinds = [type(b.attn) for b in model.blocks]
     assert kinds == [CausalSelfAttention, GatedDeltaNet, GatedDeltaNet, CausalSelfAttention, GatedDeltaNet]
     assert not model.blocks[1].attn.shares_kv  # its group's first layer is attention
     assert model.blocks[4].attn.shares_kv is False  # layer 4 starts a group
-    with pytest.raises(Exception, match="model.attn_layers"):
-        load_config("smoke", [*GDN_TINY, "model.attn_layers=7"], env={})
+    with pytest.raises(Exception, match="model.stack.attn_layers"):
+        load_config("smoke", [*GDN_TINY, "model.stack.attn_layers=7"], env={})
 
 
 def test_every_parameter_is_in_exactly_one_optimizer():
@@ -135,7 +135,7 @@ def test_ngram_hashes_follow_the_record():
 @pytest.mark.parametrize("isolated", [True, False])
 def test_documents_do_not_see_each_other(isolated):
     """With doc_isolation the second document's hidden states are those of the document alone."""
-    model = tiny_gdn("model.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
+    model = tiny_gdn("model.stack.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
     gen = torch.Generator().manual_seed(3)
     first, second = torch.randint(2, 1024, (23,), generator=gen), torch.randint(2, 1024, (30,), generator=gen)
     packed = torch.cat([torch.tensor([1]), first, torch.tensor([1]), second])[None]
@@ -150,7 +150,7 @@ def test_documents_do_not_see_each_other(isolated):
 def test_no_position_sees_a_later_token(isolated):
     """Every front-end and mixer path (BigramHash + trigram, SmearGate, convs, GDN, attention):
     changing token j changes no hidden state before j, across documents or not."""
-    model = tiny_gdn("model.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
+    model = tiny_gdn("model.stack.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
     gen = torch.Generator().manual_seed(5)
     ids = torch.randint(2, 1024, (1, 60), generator=gen)
     ids[0, [0, 21]] = 1  # two documents

@@ -49,8 +49,8 @@ def build_mixers(cfg: ModelConfig) -> list[nn.Module]:
     mixers: list[nn.Module] = []
     for i in range(cfg.num_layers):
         if i in attn:
-            mixers.append(CausalSelfAttention(cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base,
-                                              cfg.qk_gain_init))
+            mixers.append(CausalSelfAttention(cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.attention.rope_base,
+                                              cfg.attention.qk_gain_init))
             continue
         owner = mixers[i - i % cfg.kv_share_stride] if i % cfg.kv_share_stride else None
         mixers.append(GatedDeltaNet(cfg.model_dim, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size,
@@ -68,7 +68,7 @@ class GPT(nn.Module):
         self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.trigram) if cfg.bigram_buckets
                        else None)
         self.smear = SmearGate(d) if cfg.smear_gate else None
-        self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else cfg.num_layers
+        self.num_encoder_layers = cfg.num_layers // 2 if cfg.stack.unet_skips else cfg.num_layers
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
         self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), d))
         self.blocks = nn.ModuleList(Block(d, mixer, ReluSquaredMLP(d, cfg.mlp_mult)) for mixer in build_mixers(cfg))
