@@ -4,10 +4,10 @@
 without the pickle).
 
 "grouped": the integer codes of the block matrices go to one stream per class
-(tok_emb, attn.c_q, attn.c_k, attn.c_v, attn.proj, mlp.fc, mlp.proj; layers in order),
+(tok_emb, mixer.c_q, mixer.c_k, mixer.c_v, mixer.proj, mlp.fc, mlp.proj; layers in order),
 everything else (scales, LQER factors, small tensors, row orders) to a remainder stream.
 Within a group each matrix is transformed before its bytes are concatenated:
-- the "hot" groups (tok_emb, attn.c_q, mlp.fc) reorder rows along a greedy L1
+- the "hot" groups (tok_emb, mixer.c_q, mlp.fc) reorder rows along a greedy L1
   nearest-neighbour chain from row 0, so similar rows sit together (the order is stored);
 - every matrix is transposed (columns of codes compress better than rows);
 - codes are stored either one per byte or bit-packed (6 bits: 4 codes in 3 bytes); each
@@ -26,8 +26,8 @@ from pgolf.export import codecs
 from pgolf.quant.encoding import Encoded
 from pgolf.quant.packing import pack, unpack
 
-GROUPS = ("tok_emb", "attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")
-HOT_GROUPS = ("tok_emb", "attn.c_q", "mlp.fc")
+GROUPS = ("tok_emb", "mixer.c_q", "mixer.c_k", "mixer.c_v", "mixer.proj", "mlp.fc", "mlp.proj")
+HOT_GROUPS = ("tok_emb", "mixer.c_q", "mlp.fc")
 
 
 def code_group(name: str) -> str | None:

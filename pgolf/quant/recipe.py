@@ -36,7 +36,7 @@ def is_coded_matrix(name: str, t: Tensor) -> bool:
 def tensor_class(name: str) -> str:
     if name in EMBEDDINGS:
         return "embed"
-    if ".attn." in name:
+    if ".mixer." in name:  # every sequence mixer, GDN included, as before the rename
         return "attn"
     if ".mlp." in name:
         return "mlp"

@@ -316,7 +316,7 @@ class Trainer:
         """Late QAT: the block matrices that export codes switch their forwards to int6
         fake-quant (SDClip by class)."""
         for name, module in late_qat_layers(self.model).items():
-            module.qat_clip_sigmas = (self.cfg.export.attn_clip_sigmas if ".attn." in f".{name}."
+            module.qat_clip_sigmas = (self.cfg.export.attn_clip_sigmas if ".mixer." in f".{name}."
                                       else self.cfg.export.mlp_clip_sigmas)
         self.qat_on = True
         self.log.event("qat_on", step=self.step)
