@@ -178,3 +178,27 @@ def test_same_seed_gives_the_reference_block_weights():
         for mine, ref in ((block.mixer.c_q, q), (block.mixer.c_k, k), (block.mixer.c_v, v), (block.mlp.fc, fc)):
             assert torch.equal(mine.weight, ref.weight)
         assert not block.mixer.proj.weight.any() and not block.mlp.proj.weight.any()
+
+
+class _TwoLanes(nn.Module):
+    """A stand-in two-lane block: moves the lanes apart symmetrically, so their mean is kept."""
+
+    def forward(self, lanes, x0, segments=None, norm_scale=1.0):
+        assert len(lanes) == 2
+        return lanes[0] + 1.0, lanes[1] - 1.0
+
+
+def test_the_walk_forks_and_merges_lanes():
+    """Slots with lanes=2: the walk copies the stream into a second lane there and the final
+    hidden state is the lanes' mean (the record's parallel residuals, spec §5.5)."""
+    model = busy_model("smoke", ["model.stack.unet_skips=false"])
+    ids = torch.randint(2, 1024, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x0 = model.embed(ids, None)
+        x = x0
+        for block in model.blocks[:2]:
+            (x,) = block((x,), x0)
+        expected = _rms(x)
+        model.plan = plan_from_order(range(4), 4, unet_skips=False, lanes_from=2)
+        model.blocks[2], model.blocks[3] = _TwoLanes(), _TwoLanes()
+        torch.testing.assert_close(model.hidden(ids), expected, rtol=0, atol=1e-6)

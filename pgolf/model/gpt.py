@@ -76,7 +76,8 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.plan = build_plan(cfg)
         self.has_attention = bool(attention_layers(cfg))
-        self.attention_backend = choose_backend(cfg.attention.backend, cfg.doc_isolation)
+        self.attention_backend = (choose_backend(cfg.attention.backend, cfg.doc_isolation) if self.has_attention
+                                  else None)
         d = cfg.model_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.trigram) if cfg.bigram_buckets
