@@ -251,7 +251,9 @@ class Config:
     export: ExportConfig = section(ExportConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain builtins only (LayerSet -> str), so checkpoints load with torch's weights_only."""
+        plain = lambda items: {k: str(v) if isinstance(v, LayerSet) else v for k, v in items}
+        return dataclasses.asdict(self, dict_factory=plain)
 
 
 # ---------------------------------------------------------------------------------------

@@ -98,6 +98,10 @@ def test_bad_presets(tmp_path):
 def test_roundtrip_through_a_dict():
     cfg = load_config("baseline", ["train.iterations=9"], env={})
     assert from_dict(cfg.to_dict(), "test") == cfg
+    gdn = load_config("gdn", ["model.stack.attn_layers=0,3-5"], env={})
+    plain = gdn.to_dict()
+    assert type(plain["model"]["stack"]["attn_layers"]) is str  # checkpoints stay weights_only-loadable
+    assert from_dict(plain, "test") == gdn
     assert Config() == load_config(None, env={})
 
 
