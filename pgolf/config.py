@@ -1,16 +1,22 @@
 """Typed run configuration.
 
-A run's settings are nested dataclasses. They come, in increasing precedence, from the
-defaults below, a preset (a TOML file: a name in pgolf/configs/ or a path), the
-challenge's environment variable names (DATA_PATH, ITERATIONS, ...: each field names its
-variable, so competitors' habits carry over), and command-line overrides, written either
-`section.key=value` or `ENV_NAME=value`. Unknown keys and values of the wrong type are
-errors that name the key and where it came from.
+A run's settings are nested dataclasses: sections ([run], [model], [optim], ...) and, inside
+[model], the subsections [model.attention] and [model.stack]. They come, in increasing
+precedence, from the defaults below, a preset (a TOML file: a name in pgolf/configs/ or a
+path; a preset may `extends = "baseline"` and list only its differences), the challenge's
+environment variable names (DATA_PATH, ITERATIONS, ...: each field names its variable, so
+competitors' habits carry over), and command-line overrides, written either
+`section.key=value` or `ENV_NAME=value`. Unknown keys, values of the wrong type and values
+out of range (NaN, a negative learning rate, ...) are errors that name the key.
+
+Every setting declares its range (`check`); `validate` is the one place that enforces the
+ranges and the rules between settings.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -22,71 +28,139 @@ from pgolf.errors import PgolfError
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-def setting(default, env: str | None = None, choices: tuple | None = None, help: str = ""):
-    return field(default=default, metadata={"env": env, "choices": choices, "help": help})
+class LayerSet(str):
+    """A set of physical layers, written "all", "" (none), "3", "3-5", "0,3" or "0,3-5,8".
+
+    The text is kept (canonical: no spaces) because "all" means every layer of whatever depth
+    the model has; `indices(num_layers)` resolves it. Being a str, it serializes as itself.
+    """
+
+    def __new__(cls, text: str = "") -> "LayerSet":
+        parts = [p.strip() for p in str(text).split(",")] if str(text).strip() else []
+        if parts == ["all"]:
+            return super().__new__(cls, "all")
+        for part in parts:
+            lo, sep, hi = part.partition("-")
+            if not (lo.isdigit() and (not sep or hi.isdigit())):
+                raise ValueError(f"{part!r} is not a layer number or range a-b")
+            if sep and int(hi) < int(lo):
+                raise ValueError(f"range {part!r} runs backwards")
+        return super().__new__(cls, ",".join(parts))
+
+    def indices(self, num_layers: int) -> frozenset[int]:
+        if self == "all":
+            return frozenset(range(num_layers))
+        out = set()
+        for part in filter(None, self.split(",")):
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+        return frozenset(out)
+
+
+# What each check accepts; floats are always checked finite (NaN and inf are never a setting).
+CHECKS = {
+    "finite": (lambda v: True, ""),
+    "positive": (lambda v: v > 0, "must be positive"),
+    "nonneg": (lambda v: v >= 0, "must not be negative"),
+    "unit": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "below1": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+}
+
+
+def setting(default, env: str | None = None, choices: tuple | None = None, help: str = "",
+            check: str | None = None):
+    """A field: its default, the challenge's environment variable name, allowed values, help,
+    and its range (a CHECKS key; floats are checked finite whatever it says)."""
+    assert check is None or check in CHECKS, check
+    return field(default=default, metadata={"env": env, "choices": choices, "help": help, "check": check})
+
+
+def section(cls):
+    """A nested section of settings (e.g. [model.attention])."""
+    return field(default_factory=cls, metadata={"section": True})
+
+
+@dataclass
+class AttentionConfig:
+    backend: str = setting("auto", "ATTN_BACKEND", ("auto", "sdpa", "flex", "flash"),
+                           help="sdpa: causal, no documents; flex: FlexAttention with a document-causal block "
+                                "mask; flash: flash-attn varlen on cu_seqlens (installed, CUDA); auto: sdpa "
+                                "without doc_isolation, else flash where available, else flex")
+    rope_base: float = setting(10000.0, "ROPE_BASE", check="positive")
+    rope_dims: int = setting(0, "ROPE_DIMS", check="nonneg",
+                             help="partial RoPE: rotate only the first rope_dims of each head; 0: the whole head")
+    qk_gain_init: float = setting(1.5, "QK_GAIN_INIT", check="finite")
+
+
+@dataclass
+class StackConfig:
+    """How the layers are wired (pgolf.model.plan turns this into the slots the forward walks)."""
+    unet_skips: bool = setting(True, "UNET_SKIPS", help="the baseline's encoder-decoder skip connections")
+    attn_layers: LayerSet = setting(LayerSet(""), "ATTN_LAYERS",
+                                    help="gdn: the layers that use attention instead (hybrid): all, 3-5, 0,3, ...")
 
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = setting(1024, "VOCAB_SIZE")
-    num_layers: int = setting(9, "NUM_LAYERS")
-    model_dim: int = setting(512, "MODEL_DIM")
-    num_heads: int = setting(8, "NUM_HEADS")
-    num_kv_heads: int = setting(4, "NUM_KV_HEADS")
-    mlp_mult: int = setting(2, "MLP_MULT")
+    vocab_size: int = setting(1024, "VOCAB_SIZE", check="positive")
+    num_layers: int = setting(9, "NUM_LAYERS", check="positive")
+    model_dim: int = setting(512, "MODEL_DIM", check="positive")
+    num_heads: int = setting(8, "NUM_HEADS", check="positive")
+    num_kv_heads: int = setting(4, "NUM_KV_HEADS", check="positive")
+    mlp_mult: int = setting(2, "MLP_MULT", check="positive")
     mlp_activation: str = setting("relu2", "MLP_ACTIVATION", ("relu2", "leaky_relu2"),
                                   help="the MLP's squared activation: relu², or LeakyReLU(0.5)² (spec 5.4)")
     tie_embeddings: bool = setting(True, "TIE_EMBEDDINGS")
-    tied_embed_init_std: float = setting(0.005, "TIED_EMBED_INIT_STD")
-    rope_base: float = setting(10000.0, "ROPE_BASE")
-    logit_softcap: float = setting(30.0, "LOGIT_SOFTCAP")
-    qk_gain_init: float = setting(1.5, "QK_GAIN_INIT")
-    unet_skips: bool = setting(True, "UNET_SKIPS", help="the baseline's encoder-decoder skip connections")
+    tied_embed_init_std: float = setting(0.005, "TIED_EMBED_INIT_STD", check="nonneg")
+    logit_softcap: float = setting(30.0, "LOGIT_SOFTCAP", check="positive")
     arch: str = setting("transformer", "ARCH", ("transformer", "gdn"),
                         help="the sequence mixer of every block: attention, or GatedDeltaNet (spec 6.1)")
-    attn_layers: str = setting("", "ATTN_LAYERS", help="gdn: comma-separated layers that use attention instead (hybrid)")
-    gdn_head_dim: int = setting(64, "GDN_HEAD_DIM", help="gdn: key and value dim per head (num_heads of them)")
-    gdn_conv_size: int = setting(4, "GDN_CONV_SIZE", help="gdn: causal depthwise conv width on q, k, v")
+    gdn_head_dim: int = setting(64, "GDN_HEAD_DIM", check="positive",
+                                help="gdn: key and value dim per head (num_heads of them)")
+    gdn_conv_size: int = setting(4, "GDN_CONV_SIZE", check="positive", help="gdn: causal depthwise conv width on q, k, v")
     gdn_chunk_size: int = setting(64, "GDN_CHUNK_SIZE", help="gdn: tokens per chunk of the scan")
     gdn_backend: str = setting("pgolf", "GDN_BACKEND", ("pgolf", "fla", "auto"),
                                help="gdn: the scan's kernels: pgolf's, flash-linear-attention's (CUDA, the gpu "
                                     "extra), or auto (fla when importable)")
-    kv_share_stride: int = setting(1, "KV_SHARE_STRIDE",
+    kv_share_stride: int = setting(1, "KV_SHARE_STRIDE", check="positive",
                                    help="gdn: each group of this many layers uses its first layer's k/v projections")
-    bigram_buckets: int = setting(0, "BIGRAM_BUCKETS", help="BigramHash table rows; 0: no hashed n-gram embedding")
-    bigram_dim: int = setting(112, "BIGRAM_DIM")
+    bigram_buckets: int = setting(0, "BIGRAM_BUCKETS", check="nonneg",
+                                  help="BigramHash table rows; 0: no hashed n-gram embedding")
+    bigram_dim: int = setting(112, "BIGRAM_DIM", check="positive")
     trigram: bool = setting(True, "TRIGRAM", help="BigramHash also looks up a trigram hash in the same table")
     smear_gate: bool = setting(False, "SMEAR_GATE", help="static SmearGate after the embedding norm")
     doc_isolation: bool = setting(False, "DOC_ISOLATION",
                                   help="nothing crosses a BOS: recurrent state, convs, SmearGate, n-gram hashes, "
                                        "attention")
-    bos_id: int = setting(1, "BOS_ID", help="the tokenizer's BOS id (doc_isolation)")
+    bos_id: int = setting(1, "BOS_ID", check="nonneg", help="the tokenizer's BOS id (doc_isolation)")
+    attention: AttentionConfig = section(AttentionConfig)
+    stack: StackConfig = section(StackConfig)
 
 
 @dataclass
 class OptimConfig:
-    matrix_lr: float = setting(0.04, "MATRIX_LR", help="Muon, block matrices")
-    scalar_lr: float = setting(0.04, "SCALAR_LR", help="Adam, vectors/scalars and skip weights")
-    tied_embed_lr: float = setting(0.05, "TIED_EMBED_LR")
-    embed_lr: float = setting(0.6, "EMBED_LR", help="untied input embedding")
-    head_lr: float = setting(0.008, "HEAD_LR", help="untied output head")
-    muon_momentum: float = setting(0.95, "MUON_MOMENTUM")
-    muon_momentum_warmup_start: float = setting(0.85, "MUON_MOMENTUM_WARMUP_START")
-    muon_momentum_warmup_steps: int = setting(500, "MUON_MOMENTUM_WARMUP_STEPS")
-    muon_backend_steps: int = setting(5, "MUON_BACKEND_STEPS")
+    matrix_lr: float = setting(0.04, "MATRIX_LR", help="Muon, block matrices", check="nonneg")
+    scalar_lr: float = setting(0.04, "SCALAR_LR", help="Adam, vectors/scalars and skip weights", check="nonneg")
+    tied_embed_lr: float = setting(0.05, "TIED_EMBED_LR", check="nonneg")
+    embed_lr: float = setting(0.6, "EMBED_LR", help="untied input embedding", check="nonneg")
+    head_lr: float = setting(0.008, "HEAD_LR", help="untied output head", check="nonneg")
+    muon_momentum: float = setting(0.95, "MUON_MOMENTUM", check="unit")
+    muon_momentum_warmup_start: float = setting(0.85, "MUON_MOMENTUM_WARMUP_START", check="unit")
+    muon_momentum_warmup_steps: int = setting(500, "MUON_MOMENTUM_WARMUP_STEPS", check="nonneg")
+    muon_backend_steps: int = setting(5, "MUON_BACKEND_STEPS", check="nonneg")
     muon_coefficients: str = setting("classic", "MUON_COEFFICIENTS", ("classic", "polar_express"),
                                      help="Newton-Schulz: the baseline's fixed quintic, or Polar Express")
-    muon_norm_scale: float = setting(1.0, "MUON_NORM_SCALE",
+    muon_norm_scale: float = setting(1.0, "MUON_NORM_SCALE", check="positive",
                                      help="Newton-Schulz input = G / (|G|_F * this + eps); see benchmarks/RESULTS.md")
     muon_row_normalize: bool = setting(False, "MUON_ROW_NORMALIZE", help="MuonEq-R: unit rows before Newton-Schulz")
-    muon_wd: float = setting(0.0, "MUON_WD", help="decoupled weight decay on the matrices")
+    muon_wd: float = setting(0.0, "MUON_WD", help="decoupled weight decay on the matrices", check="nonneg")
     muon_sharded: bool = setting(False, "MUON_SHARDED",
                                  help="reduce-scatter matrix gradients (kept out of DDP) instead of DDP's all-reduce")
-    beta1: float = setting(0.9, "BETA1")
-    beta2: float = setting(0.95, "BETA2")
-    adam_eps: float = setting(1e-8, "ADAM_EPS")
-    adam_wd: float = setting(0.0, "ADAM_WD", help="decoupled weight decay (AdamW) on every Adam group")
-    grad_clip_norm: float = setting(0.0, "GRAD_CLIP_NORM", help="0 disables")
+    beta1: float = setting(0.9, "BETA1", check="below1")
+    beta2: float = setting(0.95, "BETA2", check="below1")
+    adam_eps: float = setting(1e-8, "ADAM_EPS", check="positive")
+    adam_wd: float = setting(0.0, "ADAM_WD", help="decoupled weight decay (AdamW) on every Adam group", check="nonneg")
+    grad_clip_norm: float = setting(0.0, "GRAD_CLIP_NORM", help="0 disables", check="nonneg")
 
 
 @dataclass
@@ -97,20 +171,22 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    iterations: int = setting(20000, "ITERATIONS")
-    batch_tokens: int = setting(524_288, "TRAIN_BATCH_TOKENS", help="global tokens per optimizer step")
-    seq_len: int = setting(1024, "TRAIN_SEQ_LEN")
-    grad_accum_steps: int = setting(0, "GRAD_ACCUM_STEPS", help="0: 8 // world_size, as the baseline")
-    warmup_steps: int = setting(20, "WARMUP_STEPS", help="priming steps before the clock starts; state is restored after")
-    lr_warmup_steps: int = setting(0, "LR_WARMUP_STEPS", help="linear LR warmup at the start of training")
-    warmdown_iters: int = setting(1200, "WARMDOWN_ITERS")
+    iterations: int = setting(20000, "ITERATIONS", check="nonneg")
+    batch_tokens: int = setting(524_288, "TRAIN_BATCH_TOKENS", help="global tokens per optimizer step", check="positive")
+    seq_len: int = setting(1024, "TRAIN_SEQ_LEN", check="positive")
+    grad_accum_steps: int = setting(0, "GRAD_ACCUM_STEPS", help="0: 8 // world_size, as the baseline", check="nonneg")
+    warmup_steps: int = setting(20, "WARMUP_STEPS", check="nonneg",
+                                help="priming steps before the clock starts; state is restored after")
+    lr_warmup_steps: int = setting(0, "LR_WARMUP_STEPS", help="linear LR warmup at the start of training",
+                                   check="nonneg")
+    warmdown_iters: int = setting(1200, "WARMDOWN_ITERS", check="nonneg")
     warmdown: str = setting("auto", "WARMDOWN", ("auto", "time", "step"),
                             help="auto: time-based when a wallclock cap is set (the baseline), else step-based")
-    max_wallclock_seconds: float = setting(600.0, "MAX_WALLCLOCK_SECONDS", help="0: no cap")
-    val_every: int = setting(1000, "VAL_LOSS_EVERY", help="0: only at the end")
-    log_every: int = setting(200, "TRAIN_LOG_EVERY")
-    checkpoint_every: int = setting(0, "CHECKPOINT_EVERY", help="0: only the final checkpoint")
-    qat_threshold: float = setting(0.0, "LATE_QAT_THRESHOLD",
+    max_wallclock_seconds: float = setting(600.0, "MAX_WALLCLOCK_SECONDS", help="0: no cap", check="nonneg")
+    val_every: int = setting(1000, "VAL_LOSS_EVERY", help="0: only at the end", check="nonneg")
+    log_every: int = setting(200, "TRAIN_LOG_EVERY", check="nonneg")
+    checkpoint_every: int = setting(0, "CHECKPOINT_EVERY", help="0: only the final checkpoint", check="nonneg")
+    qat_threshold: float = setting(0.0, "LATE_QAT_THRESHOLD", check="unit",
                                    help="int6 fake-quant forward (QAT) once the LR multiplier drops below this; 0: never")
     ce: str = setting("eager", "CE_IMPL", ("eager", "fused", "fused_linear"),
                       help="training loss: eager softcap + F.cross_entropy, the fused Triton CE on logits, "
@@ -125,9 +201,10 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    seq_len: int = setting(0, "EVAL_SEQ_LEN", help="0: the training seq_len")
-    stride: int = setting(0, "EVAL_STRIDE", help="0: non-overlapping windows; else sliding windows with this stride")
-    batch_tokens: int = setting(524_288, "VAL_BATCH_SIZE", help="global tokens per eval forward")
+    seq_len: int = setting(0, "EVAL_SEQ_LEN", help="0: the training seq_len", check="nonneg")
+    stride: int = setting(0, "EVAL_STRIDE", check="nonneg",
+                          help="0: non-overlapping windows; else sliding windows with this stride")
+    batch_tokens: int = setting(524_288, "VAL_BATCH_SIZE", help="global tokens per eval forward", check="positive")
 
 
 @dataclass
@@ -136,15 +213,20 @@ class ExportConfig:
                           help="round-to-nearest, or GPTQ with SDClip scales on Hessians collected in the training budget")
     matrix_bits: int = setting(8, "MATRIX_BITS", (6, 7, 8), help="code width of the block matrices")
     embed_bits: int = setting(8, "EMBED_BITS", (6, 7, 8), help="code width of the embedding / head")
-    attn_clip_sigmas: float = setting(13.0, "ATTN_CLIP_SIGMAS", help="SDClip k for attention matrices (gptq)")
-    mlp_clip_sigmas: float = setting(11.5, "MLP_CLIP_SIGMAS", help="SDClip k for MLP matrices (gptq)")
-    embed_clip_sigmas: float = setting(14.0, "EMBED_CLIP_SIGMAS", help="SDClip k for the embedding (gptq)")
-    matrix_clip_sigmas: float = setting(12.85, "MATRIX_CLIP_SIGMAS", help="SDClip k for other matrices (gptq)")
-    calib_batches: int = setting(16, "GPTQ_CALIB_BATCHES", help="training micro-batches per rank for the Hessians")
-    reserve_seconds: float = setting(8.0, "GPTQ_RESERVE_SECONDS",
+    attn_clip_sigmas: float = setting(13.0, "ATTN_CLIP_SIGMAS", help="SDClip k for attention matrices (gptq)",
+                                      check="positive")
+    mlp_clip_sigmas: float = setting(11.5, "MLP_CLIP_SIGMAS", help="SDClip k for MLP matrices (gptq)", check="positive")
+    embed_clip_sigmas: float = setting(14.0, "EMBED_CLIP_SIGMAS", help="SDClip k for the embedding (gptq)",
+                                       check="positive")
+    matrix_clip_sigmas: float = setting(12.85, "MATRIX_CLIP_SIGMAS", help="SDClip k for other matrices (gptq)",
+                                        check="positive")
+    calib_batches: int = setting(16, "GPTQ_CALIB_BATCHES", help="training micro-batches per rank for the Hessians",
+                                 check="positive")
+    reserve_seconds: float = setting(8.0, "GPTQ_RESERVE_SECONDS", check="nonneg",
                                      help="stop training this long before the cap to collect Hessians inside it")
-    lqer_top: int = setting(0, "LQER_TOP_K", help="LQER corrections on this many matrices with the largest error")
-    lqer_rank: int = setting(4, "LQER_RANK")
+    lqer_top: int = setting(0, "LQER_TOP_K", help="LQER corrections on this many matrices with the largest error",
+                            check="nonneg")
+    lqer_rank: int = setting(4, "LQER_RANK", check="positive")
     codec: str = setting("zlib", "COMPRESSOR", ("zlib", "brotli", "zstd", "lzma", "lrzip", "auto"),
                          help="auto: the smallest of every available codec, per stream")
     layout: str = setting("plain", "ARTIFACT_LAYOUT", ("plain", "grouped"),
@@ -157,7 +239,7 @@ class ExportConfig:
 class RunConfig:
     name: str = setting("", "RUN_ID", help="default: <preset>-<timestamp>")
     out_dir: str = setting("runs", "OUT_DIR")
-    seed: int = setting(1337, "SEED")
+    seed: int = setting(1337, "SEED", check="nonneg")
     device: str = setting("auto", "DEVICE", ("auto", "cpu", "cuda"))
     compile: bool = setting(False, "COMPILE", help="torch.compile the model")
     deterministic: bool = setting(False, "DETERMINISTIC", help="torch.use_deterministic_algorithms")
@@ -168,38 +250,71 @@ class RunConfig:
 
 @dataclass
 class Config:
-    run: RunConfig = field(default_factory=RunConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
+    run: RunConfig = section(RunConfig)
+    model: ModelConfig = section(ModelConfig)
+    optim: OptimConfig = section(OptimConfig)
+    data: DataConfig = section(DataConfig)
+    train: TrainConfig = section(TrainConfig)
+    eval: EvalConfig = section(EvalConfig)
+    export: ExportConfig = section(ExportConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain builtins only (LayerSet -> str), so checkpoints load with torch's weights_only."""
+        plain = lambda items: {k: str(v) if isinstance(v, LayerSet) else v for k, v in items}
+        return dataclasses.asdict(self, dict_factory=plain)
 
 
 # ---------------------------------------------------------------------------------------
 # Field registry
 
-
-def _fields() -> dict[str, tuple[str, dataclasses.Field]]:
-    """'section.key' -> (section, field) for every setting."""
-    out = {}
-    for section in dataclasses.fields(Config):
-        for f in dataclasses.fields(section.default_factory()):
-            out[f"{section.name}.{f.name}"] = (section.name, f)
-    return out
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str, "LayerSet": LayerSet}
 
 
-FIELDS = _fields()
+def _is_section(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("section"))
+
+
+def _walk(cls, prefix: str, path: tuple[str, ...]):
+    for f in dataclasses.fields(cls):
+        if _is_section(f):
+            yield from _walk(f.default_factory, f"{prefix}{f.name}.", (*path, f.name))
+        else:
+            yield f"{prefix}{f.name}", path, f
+
+
+# 'model.attention.rope_base' -> (('model', 'attention'), field) for every setting
+FIELDS: dict[str, tuple[tuple[str, ...], dataclasses.Field]] = {
+    key: (path, f) for key, path, f in _walk(Config, "", ())}
+SECTIONS = {".".join(path) for path, _ in FIELDS.values()}
 ENV_NAMES = {f.metadata["env"]: key for key, (_, f) in FIELDS.items() if f.metadata.get("env")}
+# Spellings from before [model.attention] and [model.stack] existed: still accepted
+# (overrides, user presets, configs inside older checkpoints).
+MOVED = {"model.rope_base": "model.attention.rope_base", "model.qk_gain_init": "model.attention.qk_gain_init",
+         "model.unet_skips": "model.stack.unet_skips", "model.attn_layers": "model.stack.attn_layers"}
+
+
+def _owner(cfg: Config, path: tuple[str, ...]):
+    obj = cfg
+    for name in path:
+        obj = getattr(obj, name)
+    return obj
+
+
+def get(cfg: Config, key: str) -> Any:
+    path, f = FIELDS[key]
+    return getattr(_owner(cfg, path), f.name)
 
 
 def _coerce(key: str, f: dataclasses.Field, value: Any, source: str, text: bool) -> Any:
     """`text`: the value is a string to parse (env, command line); otherwise it must already have the type."""
-    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+    kind = f.type if isinstance(f.type, type) else _KINDS[f.type]
+    if kind is LayerSet:
+        if not isinstance(value, str):
+            raise PgolfError(f"{source}: {key} must be a layer set string (all, 3-5, 0,3), got {value!r}")
+        try:
+            return LayerSet(value)
+        except ValueError as e:
+            raise PgolfError(f"{source}: {key}={value!r} is not a layer set ({e}; write all, 3-5, 0,3 or '')") from None
     if text and kind is not str:
         text = value.strip()
         try:
@@ -232,10 +347,25 @@ def _unknown(key: str, source: str) -> PgolfError:
 
 def _set(cfg: Config, key: str, value: Any, source: str, text: bool = False) -> None:
     key = ENV_NAMES.get(key, key)
+    key = MOVED.get(key, key)
     if key not in FIELDS:
         raise _unknown(key, source)
-    section, f = FIELDS[key]
-    setattr(getattr(cfg, section), f.name, _coerce(key, f, value, source, text))
+    path, f = FIELDS[key]
+    setattr(_owner(cfg, path), f.name, _coerce(key, f, value, source, text))
+
+
+def _set_table(cfg: Config, table: Mapping, prefix: str, source: str) -> None:
+    """A (possibly nested) mapping of settings: {"model": {"attention": {"rope_dims": 16}}}."""
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and key in SECTIONS:
+            _set_table(cfg, value, f"{key}.", source)
+        elif isinstance(value, dict):
+            raise _unknown(f"{key}.{next(iter(value), '')}", source)
+        elif not prefix:
+            raise PgolfError(f"{source}: top-level key {name!r} must be a [section]")
+        else:
+            _set(cfg, key, value, source)
 
 
 def set_from_text(cfg: Config, key: str, value: str, source: str) -> None:
@@ -244,29 +374,40 @@ def set_from_text(cfg: Config, key: str, value: str, source: str) -> None:
     validate(cfg)
 
 
-def preset_path(preset: str | os.PathLike) -> Path:
+def preset_path(preset: str | os.PathLike, relative_to: Path | None = None) -> Path:
     path = Path(preset)
     if path.suffix != ".toml":
         path = PRESET_DIR / f"{preset}.toml"
+    elif relative_to is not None and not path.is_absolute():
+        path = relative_to / path
     if not path.is_file():
         names = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
         raise PgolfError(f"--config {preset}: no such preset or file (presets: {', '.join(names)})")
     return path
 
 
-def apply_preset(cfg: Config, preset: str | os.PathLike) -> None:
-    path = preset_path(preset)
+def _preset_chain(preset: str | os.PathLike, seen: tuple[Path, ...] = (),
+                  relative_to: Path | None = None) -> list[tuple[Path, dict]]:
+    """The preset's tables, the one it extends (recursively) first."""
+    path = preset_path(preset, relative_to)
+    if path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise PgolfError(f"{path}: `extends` loops back ({chain})")
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise PgolfError(f"{path}: invalid TOML ({e})") from None
-    for section, values in table.items():
-        if not isinstance(values, dict):
-            raise PgolfError(f"{path}: top-level key {section!r} must be a [section]")
-        for key, value in values.items():
-            if f"{section}.{key}" not in FIELDS:
-                raise _unknown(f"{section}.{key}", str(path))
-            _set(cfg, f"{section}.{key}", value, str(path))
+    base = table.pop("extends", None)
+    if base is None:
+        return [(path, table)]
+    if not isinstance(base, str) or not base:
+        raise PgolfError(f"{path}: extends must be a preset name or a .toml path, got {base!r}")
+    return [*_preset_chain(base, (*seen, path.resolve()), path.parent), (path, table)]
+
+
+def apply_preset(cfg: Config, preset: str | os.PathLike) -> None:
+    for path, table in _preset_chain(preset):
+        _set_table(cfg, table, "", str(path))
 
 
 def load_config(preset: str | os.PathLike | None = None, overrides: list[str] = (),
@@ -291,62 +432,76 @@ def load_config(preset: str | os.PathLike | None = None, overrides: list[str] = 
 def from_dict(data: dict, source: str) -> Config:
     """Rebuild a Config from `to_dict()` output (checkpoints, artifacts), strictly."""
     cfg = Config()
-    for section, values in data.items():
-        for key, value in values.items():
-            _set(cfg, f"{section}.{key}", value, source)
+    if not isinstance(data, dict):
+        raise PgolfError(f"{source}: the config must be a mapping, got {type(data).__name__}")
+    _set_table(cfg, data, "", source)
     return cfg
 
 
-def attention_layers(m: ModelConfig) -> set[int]:
+# ---------------------------------------------------------------------------------------
+# Validation: the one place
+
+
+def attention_layers(m: ModelConfig) -> frozenset[int]:
     """The layers whose mixer is attention."""
     if m.arch == "transformer":
-        return set(range(m.num_layers))
-    return {int(x) for x in m.attn_layers.split(",") if x.strip()}
+        return frozenset(range(m.num_layers))
+    return m.stack.attn_layers.indices(m.num_layers)
+
+
+def _range_problems(cfg: Config) -> list[str]:
+    problems = []
+    for key, (_, f) in FIELDS.items():
+        value, check = get(cfg, key), f.metadata.get("check")
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{key} must be a finite number, got {value!r}")
+        elif check and not CHECKS[check][0](value):
+            problems.append(f"{key} {CHECKS[check][1]}, got {value!r}")
+    return problems
 
 
 def _arch_problems(m: ModelConfig) -> list[str]:
     problems = []
-    try:
-        layers = attention_layers(m)
-    except ValueError:
-        return [f"model.attn_layers={m.attn_layers!r} must be comma-separated layer numbers"]
-    if m.arch == "transformer" and m.attn_layers:
-        problems.append("model.attn_layers only applies to model.arch=gdn")
-    if any(i < 0 or i >= m.num_layers for i in layers):
-        problems.append(f"model.attn_layers={m.attn_layers!r} must name layers in 0..{m.num_layers - 1}")
-    for key in ("gdn_head_dim", "gdn_conv_size", "kv_share_stride", "bigram_dim"):
-        if getattr(m, key) <= 0:
-            problems.append(f"model.{key} must be positive")
+    layers = m.stack.attn_layers.indices(m.num_layers)
+    if m.arch == "transformer" and m.stack.attn_layers:
+        problems.append("model.stack.attn_layers only applies to model.arch=gdn")
+    if any(i >= m.num_layers for i in layers):
+        problems.append(f"model.stack.attn_layers={m.stack.attn_layers!r} must name layers in 0..{m.num_layers - 1}")
     if m.gdn_chunk_size < 16 or m.gdn_chunk_size & (m.gdn_chunk_size - 1):
         problems.append(f"model.gdn_chunk_size={m.gdn_chunk_size} must be a power of two >= 16")
-    if m.bigram_buckets < 0 or m.bigram_buckets == 1:
+    if m.bigram_buckets == 1:
         problems.append("model.bigram_buckets must be 0 (off) or at least 2")
+    return problems
+
+
+def _attention_problems(m: ModelConfig) -> list[str]:
+    a, problems = m.attention, []
+    if m.num_heads <= 0 or m.model_dim % m.num_heads:
+        return problems  # reported with the head count
+    head_dim = m.model_dim // m.num_heads
+    if a.rope_dims % 2 or a.rope_dims > head_dim:
+        problems.append(f"model.attention.rope_dims={a.rope_dims} must be even and at most the head dim {head_dim}")
+    if not attention_layers(m):
+        return problems
+    if a.backend == "sdpa" and m.doc_isolation:
+        problems.append("model.attention.backend=sdpa cannot keep documents apart (model.doc_isolation=true): "
+                        "use flex, flash or auto")
+    if a.backend in ("flex", "flash") and not m.doc_isolation:
+        problems.append(f"model.attention.backend={a.backend} is a document-aware backend, but "
+                        "model.doc_isolation=false: use sdpa or auto")
     return problems
 
 
 def validate(cfg: Config) -> None:
     m, t, e = cfg.model, cfg.train, cfg.eval
-    problems = []
-    for key in ("model.vocab_size", "model.num_layers", "model.model_dim", "model.num_heads", "model.num_kv_heads",
-                "model.mlp_mult", "train.batch_tokens", "train.seq_len"):
-        section, f = FIELDS[key]
-        if getattr(getattr(cfg, section), f.name) <= 0:
-            problems.append(f"{key} must be positive")
-    for key in ("train.iterations", "train.grad_accum_steps", "train.warmup_steps", "train.lr_warmup_steps",
-                "train.warmdown_iters", "train.val_every", "train.log_every", "train.checkpoint_every",
-                "eval.seq_len", "eval.stride", "train.max_wallclock_seconds"):
-        section, f = FIELDS[key]
-        if getattr(getattr(cfg, section), f.name) < 0:
-            problems.append(f"{key} must not be negative")
+    problems = _range_problems(cfg)
     if m.num_heads > 0 and m.model_dim % m.num_heads:
         problems.append(f"model.model_dim={m.model_dim} must be divisible by model.num_heads={m.num_heads}")
     elif m.num_heads > 0 and (m.model_dim // m.num_heads) % 2:
         problems.append("model.model_dim / model.num_heads (the head dim) must be even for RoPE")
     if m.num_kv_heads > 0 and m.num_heads % m.num_kv_heads:
         problems.append(f"model.num_heads={m.num_heads} must be divisible by model.num_kv_heads={m.num_kv_heads}")
-    problems += _arch_problems(m)
-    if m.logit_softcap <= 0:
-        problems.append("model.logit_softcap must be positive")
+    problems += _arch_problems(m) + _attention_problems(m)
     if t.seq_len > 0 and t.batch_tokens % t.seq_len:
         problems.append(f"train.batch_tokens={t.batch_tokens} must be a multiple of train.seq_len={t.seq_len}")
     eval_len = e.seq_len or t.seq_len

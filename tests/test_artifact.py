@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import ExportConfig, load_config
+from pgolf.config import ExportConfig, from_dict, load_config
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import evaluate
 from pgolf.export import codecs
@@ -152,7 +152,9 @@ def test_a_well_checksummed_file_with_a_bad_index_is_rejected():
     import zlib
 
     index = zlib.compress(b'{"tensors' + b"\0" * 16)
-    head = (b"PGOLFART" + struct.pack("<HH", 2, 1) + struct.pack("<B", 5) + b"index" + struct.pack("<B", 4) + b"zlib"
+    from pgolf.export.artifact import VERSION
+
+    head = (b"PGOLFART" + struct.pack("<HH", VERSION, 1) + struct.pack("<B", 5) + b"index" + struct.pack("<B", 4) + b"zlib"
             + struct.pack("<Q", len(index)) + index)
     with pytest.raises(ArtifactError, match="malformed artifact"):
         decode_artifact(head + hashlib.sha256(head).digest())
@@ -195,7 +197,7 @@ def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_
     in_memory.load_state_dict(dequantize_state_dict(quantize_state(model.state_dict(), export_cfg, param_roles(model))))
     report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], export_cfg, tmp_path / "m.pgolf")
     model_cfg, state = load_artifact_state(report.path)
-    reloaded = GPT(type(cfg.model)(**model_cfg))
+    reloaded = GPT(from_dict({"model": model_cfg}, "test").model)
     reloaded.load_state_dict(state)
     for name, t in in_memory.state_dict().items():
         assert torch.equal(t, reloaded.state_dict()[name]), name
@@ -203,3 +205,21 @@ def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_
     b = evaluate(reloaded, val, 64, 0, windows_per_batch=4)
     assert a == b  # bitwise: same sums, same counts
     assert a != evaluate(model, val, 64, 0, windows_per_batch=4)  # and quantization did change something
+
+
+def test_older_and_newer_format_versions_are_clear_errors(trained_like):
+    """Format 3 renamed blocks.N.attn.* to blocks.N.mixer.*: a version-2 file (even with a valid
+    checksum) is refused with the reason, never half-loaded into the renamed model."""
+    import hashlib
+    import struct
+
+    from pgolf.export.artifact import MAGIC, VERSION
+
+    model, cfg = trained_like
+    assert VERSION == 3 and any(".mixer." in name for name in model.state_dict())
+    blob, _ = encode_artifact(build_artifact(model.state_dict(), cfg.to_dict()["model"], rtn()))
+    for version, message in ((2, "version 2 was written by an older pgolf .*blocks.N.attn"), (4, "newer than")):
+        body = bytearray(blob[:-32])
+        struct.pack_into("<H", body, len(MAGIC), version)
+        with pytest.raises(ArtifactError, match=message):
+            decode_artifact(bytes(body) + hashlib.sha256(body).digest())

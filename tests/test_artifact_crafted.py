@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pgolf.export.artifact import MAGIC, ArtifactError, decode_artifact
+from pgolf.export.artifact import MAGIC, VERSION, ArtifactError, decode_artifact
 
 ROWS, COLS = 4, 8
 
@@ -17,7 +17,7 @@ def blob(index, payload: bytes = b"\0") -> bytes:
     """A checksummed file: a zlib index stream and one zlib payload stream."""
     idx = index if isinstance(index, bytes) else json.dumps(index).encode()
     streams = [(b"index", zlib.compress(idx)), (b"all", zlib.compress(payload))]
-    head = MAGIC + struct.pack("<HH", 2, len(streams))
+    head = MAGIC + struct.pack("<HH", VERSION, len(streams))
     for name, data in streams:
         head += struct.pack("<B", len(name)) + name + struct.pack("<B", 4) + b"zlib" + struct.pack("<Q", len(data))
     body = head + b"".join(d for _, d in streams)

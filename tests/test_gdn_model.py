@@ -28,7 +28,7 @@ from pgolf.train.trainer import run_training
 from test_byte_luts import covered_docs, pr1791_lut
 
 GDN_TINY = ["model.arch=gdn", "model.num_layers=4", "model.model_dim=48", "model.num_heads=2",
-            "model.gdn_head_dim=16", "model.gdn_chunk_size=16", "model.kv_share_stride=2", "model.unet_skips=false",
+            "model.gdn_head_dim=16", "model.gdn_chunk_size=16", "model.kv_share_stride=2", "model.stack.unet_skips=false",
             "model.bigram_buckets=64", "model.bigram_dim=16", "model.smear_gate=true", "model.doc_isolation=true",
             "model.mlp_mult=2"]
 
@@ -73,19 +73,19 @@ def test_record_shape_and_parameter_count():
     count = lambda pred: sum(p.numel() for n, p in params.items() if pred(n))
     assert count(lambda n: True) == 33_909_825
     assert count(lambda n: "tok_emb" in n or "bigram" in n) == 4_861_441
-    assert count(lambda n: ".attn." in n) == 11_269_920
+    assert count(lambda n: ".mixer." in n) == 11_269_920
     assert count(lambda n: ".mlp." in n or "mlp_scale" in n) == 17_761_600
-    owners = [b.attn for b in model.blocks if not b.attn.shares_kv]
-    assert len(owners) == 5 and all(model.blocks[i].attn.kv is model.blocks[i - 1].attn.kv for i in (1, 3, 5, 7, 9))
+    owners = [b.mixer for b in model.blocks if not b.mixer.shares_kv]
+    assert len(owners) == 5 and all(model.blocks[i].mixer.kv is model.blocks[i - 1].mixer.kv for i in (1, 3, 5, 7, 9))
 
 
 def test_shared_kv_is_stored_once_and_gets_both_layers_gradients():
     shared = tiny_gdn("model.bigram_buckets=0", "model.smear_gate=false")
     unshared = tiny_gdn("model.bigram_buckets=0", "model.smear_gate=false", "model.kv_share_stride=1")
     state = shared.state_dict()
-    assert not any(k.startswith("blocks.1.attn.kv.") for k in state)
+    assert not any(k.startswith("blocks.1.mixer.kv.") for k in state)
     full = dict(state)
-    for key in [k for k in state if k.startswith(("blocks.0.attn.kv.", "blocks.2.attn.kv."))]:
+    for key in [k for k in state if k.startswith(("blocks.0.mixer.kv.", "blocks.2.mixer.kv."))]:
         full[key.replace("blocks.0.", "blocks.1.").replace("blocks.2.", "blocks.3.")] = state[key]
     unshared.load_state_dict(full)
     ids = torch.randint(0, 1024, (2, 40))
@@ -94,19 +94,19 @@ def test_shared_kv_is_stored_once_and_gets_both_layers_gradients():
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     a.backward(), b.backward()
     s, u = dict(shared.named_parameters()), dict(unshared.named_parameters())
-    name = "attn.kv.k_proj.weight"
+    name = "mixer.kv.k_proj.weight"
     torch.testing.assert_close(s[f"blocks.0.{name}"].grad, u[f"blocks.0.{name}"].grad + u[f"blocks.1.{name}"].grad,
                                rtol=1e-5, atol=1e-7)
 
 
 def test_hybrid_layers_and_sharing_around_them():
-    model = tiny_gdn("model.attn_layers=0,3", "model.num_layers=5")
-    kinds = [type(b.attn) for b in model.blocks]
+    model = tiny_gdn("model.stack.attn_layers=0,3", "model.num_layers=5")
+    kinds = [type(b.mixer) for b in model.blocks]
     assert kinds == [CausalSelfAttention, GatedDeltaNet, GatedDeltaNet, CausalSelfAttention, GatedDeltaNet]
-    assert not model.blocks[1].attn.shares_kv  # its group's first layer is attention
-    assert model.blocks[4].attn.shares_kv is False  # layer 4 starts a group
-    with pytest.raises(Exception, match="model.attn_layers"):
-        load_config("smoke", [*GDN_TINY, "model.attn_layers=7"], env={})
+    assert not model.blocks[1].mixer.shares_kv  # its group's first layer is attention
+    assert model.blocks[4].mixer.shares_kv is False  # layer 4 starts a group
+    with pytest.raises(Exception, match="model.stack.attn_layers"):
+        load_config("smoke", [*GDN_TINY, "model.stack.attn_layers=7"], env={})
 
 
 def test_every_parameter_is_in_exactly_one_optimizer():
@@ -117,7 +117,7 @@ def test_every_parameter_is_in_exactly_one_optimizer():
     in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[i].endswith(("proj.weight", "fc.weight")) for i in in_muon)
-    assert id(model.blocks[0].attn.q_conv.weight) not in in_muon and id(model.bigram.table.weight) in set(
+    assert id(model.blocks[0].mixer.q_conv.weight) not in in_muon and id(model.bigram.table.weight) in set(
         id(p) for p in opts[0].param_groups[0]["params"])
 
 
@@ -136,7 +136,7 @@ def test_ngram_hashes_follow_the_record():
 @pytest.mark.parametrize("isolated", [True, False])
 def test_documents_do_not_see_each_other(isolated):
     """With doc_isolation the second document's hidden states are those of the document alone."""
-    model = tiny_gdn("model.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
+    model = tiny_gdn("model.stack.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
     gen = torch.Generator().manual_seed(3)
     first, second = torch.randint(2, 1024, (23,), generator=gen), torch.randint(2, 1024, (30,), generator=gen)
     packed = torch.cat([torch.tensor([1]), first, torch.tensor([1]), second])[None]
@@ -151,7 +151,7 @@ def test_documents_do_not_see_each_other(isolated):
 def test_no_position_sees_a_later_token(isolated):
     """Every front-end and mixer path (BigramHash + trigram, SmearGate, convs, GDN, attention):
     changing token j changes no hidden state before j, across documents or not."""
-    model = tiny_gdn("model.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
+    model = tiny_gdn("model.stack.attn_layers=2", f"model.doc_isolation={str(isolated).lower()}").eval()
     gen = torch.Generator().manual_seed(5)
     ids = torch.randint(2, 1024, (1, 60), generator=gen)
     ids[0, [0, 21]] = 1  # two documents
@@ -173,7 +173,7 @@ def test_gdn_trains_exports_and_scores(tmp_path, tiny_data):
     assert all(math.isfinite(x) for x in losses) and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
     model, _ = model_from_artifact(result.export.path, torch.device("cpu"))
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in GPT(cfg.model).parameters())
-    assert model.blocks[1].attn.shares_kv and math.isfinite(result.final.val_bpb)
+    assert model.blocks[1].mixer.shares_kv and math.isfinite(result.final.val_bpb)
 
 
 def test_pr1791_byte_bug_on_gdn_scoring(fineweb_docs):
@@ -209,18 +209,18 @@ def test_late_qat_covers_exactly_the_matrices_export_codes():
     roles = param_roles(model)
     coded = {n.removesuffix(".weight") for n, p in model.named_parameters()
              if roles[n].kind == "matrix" and is_coded(roles[n], p)}
-    assert set(layers) == coded and "blocks.0.attn.q_proj" in coded
+    assert set(layers) == coded and "blocks.0.mixer.q_proj" in coded
     assert not any(n.endswith(("a_proj", "b_proj")) for n in layers)
-    assert layers["blocks.0.attn.q_proj"][1] == 13.0 and layers["blocks.0.mlp.fc"][1] == 11.5
+    assert layers["blocks.0.mixer.q_proj"][1] == 13.0 and layers["blocks.0.mlp.fc"][1] == 11.5
 
 
 def test_conv_taps_stay_fp32_in_the_bf16_body():
     model = GPT(load_config("gdn", [], env={}).model)
     roles = param_roles(model)
-    assert roles["blocks.0.attn.q_conv.weight"].keep_fp32 and roles["blocks.0.attn.kv.k_conv.weight"].keep_fp32
-    assert roles["blocks.0.attn.A_log"].keep_fp32
+    assert roles["blocks.0.mixer.q_conv.weight"].keep_fp32 and roles["blocks.0.mixer.kv.k_conv.weight"].keep_fp32
+    assert roles["blocks.0.mixer.A_log"].keep_fp32
     assert not roles["tok_emb.weight"].keep_fp32 and not roles["bigram.table.weight"].keep_fp32
-    conv = model.blocks[0].attn.q_conv
+    conv = model.blocks[0].mixer.q_conv
     x = torch.randn(2, 9, conv.weight.shape[0])
     torch.testing.assert_close(conv(x.bfloat16()).float(), conv(x), rtol=2e-2, atol=2e-2)
     assert conv(x.bfloat16()).dtype == torch.bfloat16

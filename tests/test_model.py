@@ -15,8 +15,8 @@ def small(**kw):
 def test_baseline_has_the_published_parameter_count():
     model = GPT(load_config("baseline", env={}).model)
     assert sum(p.numel() for p in model.parameters()) == 17_059_912  # spec §4.1
-    assert len(model.blocks) == 9 and model.num_encoder_layers == 4 and model.skip_weights.shape == (4, 512)
-    attn = model.blocks[0].attn
+    assert len(model.blocks) == 9 and model.plan.num_encoder == 4 and model.skip_weights.shape == (4, 512)
+    attn = model.blocks[0].mixer
     assert attn.c_k.weight.shape == (256, 512) and torch.all(attn.q_gain == 1.5)
     assert abs(model.tok_emb.weight.std().item() - 0.005) < 2e-4
 

@@ -30,7 +30,10 @@ from pgolf.model.roles import Role
 from pgolf.quant.encoding import Encoded, check_encoded
 
 MAGIC = b"PGOLFART"
-VERSION = 2
+# 3: the layer plan renamed each block's sequence mixer `attn` -> `mixer` (blocks.N.mixer.*),
+#    so version 2 files hold keys this model no longer has.
+VERSION = 3
+VERSION_NOTES = {2: "before version 3 renamed the block mixers blocks.N.attn.* to blocks.N.mixer.*"}
 MAX_RAW_BYTES = 1 << 31  # a < 16 MB artifact never inflates this far; a crafted one is stopped here
 
 
@@ -119,8 +122,13 @@ def decode_artifact(data: bytes, source: str = "artifact") -> Artifact:
     if len(data) < len(MAGIC) + 4 + 32 or data[:len(MAGIC)] != MAGIC:
         raise ArtifactError(f"{source}: not a pgolf artifact (bad magic or too short)")
     (version,) = struct.unpack_from("<H", data, len(MAGIC))
-    if version != VERSION:
-        raise ArtifactError(f"{source}: artifact format version {version}, this pgolf reads {VERSION}")
+    if version < VERSION:
+        why = VERSION_NOTES.get(version, "an older layout")
+        raise ArtifactError(f"{source}: artifact format version {version} was written by an older pgolf ({why}); "
+                            f"this pgolf reads version {VERSION}: score it with the pgolf that wrote it")
+    if version > VERSION:
+        raise ArtifactError(f"{source}: artifact format version {version} is newer than this pgolf reads "
+                            f"({VERSION}): update pgolf")
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
         raise ArtifactError(f"{source}: checksum mismatch; the file is corrupt or was modified")
     try:

@@ -1,17 +1,19 @@
-"""Causal self-attention: GQA, QK-RMSNorm, RoPE and a learnable per-head query gain (spec §4.1)."""
+"""Causal self-attention: GQA, QK-RMSNorm, (partial) RoPE and a learnable per-head query gain
+(spec §4.1, §5.3), over a pluggable attention kernel (pgolf.model.attention_backends)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.model.attention_backends import SDPACausal
 from pgolf.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
 from pgolf.model.roles import CONTROL, declare, matrix
 from pgolf.model.segments import DocSegments
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
+                 rope_dims: int = 0, backend=None):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
@@ -23,7 +25,8 @@ class CausalSelfAttention(nn.Module):
                                  role=matrix("attn.proj", clip="attn"))
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
         declare(self, q_gain=CONTROL)
-        self.rotary = Rotary(self.head_dim, rope_base)
+        self.rotary = Rotary(self.head_dim, rope_base, rope_dims)
+        self.backend = backend or SDPACausal()
 
     def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:
         b, t, d = x.shape
@@ -34,9 +37,5 @@ class CausalSelfAttention(nn.Module):
         cos, sin = self.rotary(t, x.device, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        gqa = self.num_kv_heads != self.num_heads
-        if segments is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        else:  # block-diagonal causal: a dense mask, so the math/efficient kernels, not flash
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=segments.attn_mask, enable_gqa=gqa)
+        y = self.backend(q, k, v, None if segments is None else segments.attention)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))

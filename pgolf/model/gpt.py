@@ -1,9 +1,10 @@
 """The language model: the challenge's baseline (spec §4.1) and its variants, from small modules.
 
 tok_emb (+ BigramHash) -> RMSNorm (-> SmearGate) -> x0; blocks of (mixer, relu² or LeakyReLU² MLP) with
-the baseline's residual mixing; with U-Net skips, encoder blocks push their outputs and
-decoder blocks first add skip_weights[i] * pop(); final RMSNorm -> tied head -> softcap
-c*tanh(z/c) -> cross-entropy in fp32.
+the baseline's residual mixing, walked in the order of the layer plan (pgolf.model.plan:
+with U-Net skips, encoder slots push their outputs and decoder slots first add
+skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) -> cross-entropy
+in fp32.
 
 The mixer is attention (arch "transformer") or GatedDeltaNet (arch "gdn", optionally with
 some attention layers and K/V sharing, spec §6.1). With doc_isolation, the model finds
@@ -17,11 +18,13 @@ from torch import Tensor, nn
 
 from pgolf.config import ModelConfig, attention_layers
 from pgolf.model.attention import CausalSelfAttention
+from pgolf.model.attention_backends import choose_backend
 from pgolf.model.block import Block
 from pgolf.model.embeddings import BigramHash, SmearGate
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import build_mlp
+from pgolf.model.plan import build_plan
 from pgolf.model.roles import CONTROL, Role, declare, param_roles
 from pgolf.model.segments import DocSegments
 from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
@@ -35,20 +38,28 @@ def tokenizer_mismatch(cfg: ModelConfig, vocab_size: int, bos_id: int) -> str | 
     return None
 
 
-def build_mixers(cfg: ModelConfig) -> list[nn.Module]:
-    """One sequence mixer per layer; GDN layers share K/V within groups of kv_share_stride."""
-    attn = attention_layers(cfg)
-    mixers: list[nn.Module] = []
+def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Block]:
+    """One block per physical layer, its mixer then its MLP, layer by layer: the reference
+    script's construction order, so a seed gives the reference's weights. GDN layers share
+    K/V within groups of kv_share_stride (the group's first layer owns them)."""
+    attn, d = attention_layers(cfg), cfg.model_dim
+    blocks: list[Block] = []
     for i in range(cfg.num_layers):
         if i in attn:
-            mixers.append(CausalSelfAttention(cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.rope_base,
-                                              cfg.qk_gain_init))
-            continue
-        owner = mixers[i - i % cfg.kv_share_stride] if i % cfg.kv_share_stride else None
-        mixers.append(GatedDeltaNet(cfg.model_dim, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size,
-                                    cfg.gdn_chunk_size, owner if isinstance(owner, GatedDeltaNet) else None,
-                                    cfg.gdn_backend))
-    return mixers
+            a = cfg.attention
+            mixer = CausalSelfAttention(d, cfg.num_heads, cfg.num_kv_heads, a.rope_base, a.qk_gain_init, a.rope_dims,
+                                        backend)
+        else:
+            owner = blocks[i - i % cfg.kv_share_stride].mixer if i % cfg.kv_share_stride else None
+            mixer = GatedDeltaNet(d, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size, cfg.gdn_chunk_size,
+                                  owner if isinstance(owner, GatedDeltaNet) else None, cfg.gdn_backend)
+        blocks.append(Block(d, mixer, build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl)))
+    return blocks
+
+
+def merge_lanes(lanes: tuple[Tensor, ...]) -> Tensor:
+    """The final hidden state: the mean of the residual lanes (one lane: itself)."""
+    return lanes[0] if len(lanes) == 1 else torch.stack(lanes).mean(0)
 
 
 class GPT(nn.Module):
@@ -57,17 +68,17 @@ class GPT(nn.Module):
         choice, like `ce` in forward, so it is not part of the model's config or artifact."""
         super().__init__()
         self.cfg = cfg
+        self.plan = build_plan(cfg)
         self.has_attention = bool(attention_layers(cfg))
+        self.attention_backend = (choose_backend(cfg.attention.backend, cfg.doc_isolation) if self.has_attention
+                                  else None)
         d = cfg.model_dim
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.trigram) if cfg.bigram_buckets
                        else None)
         self.smear = SmearGate(d) if cfg.smear_gate else None
-        self.num_encoder_layers = cfg.num_layers // 2 if cfg.unet_skips else cfg.num_layers
-        self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
-        self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder_layers, self.num_decoder_layers), d))
-        self.blocks = nn.ModuleList(Block(d, mixer, build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl))
-                                    for mixer in build_mixers(cfg))
+        self.skip_weights = nn.Parameter(torch.ones(self.plan.num_skip_weights, d))
+        self.blocks = nn.ModuleList(build_blocks(cfg, self.attention_backend, mlp_impl))
         self.lm_head = (None if cfg.tie_embeddings else
                         CastedLinear(d, cfg.vocab_size, zero_init=True, role=Role("head", group="head", hot=True)))
         self.head_input = nn.Identity()  # a hook point: the head's input (GPTQ's Hessian for the head)
@@ -77,27 +88,34 @@ class GPT(nn.Module):
         declare(self, skip_weights=CONTROL)
         param_roles(self)  # every parameter has exactly one role, or this names the one that has not
 
-    def hidden(self, input_ids: Tensor) -> Tensor:
-        """Final-normed hidden states [B, T, D]."""
-        segments = (DocSegments.from_tokens(input_ids, self.cfg.bos_id, self.has_attention)
-                    if self.cfg.doc_isolation else None)
+    def documents(self, input_ids: Tensor) -> DocSegments | None:
+        """The batch's documents (doc_isolation), with the attention backend's mask built once."""
+        if not self.cfg.doc_isolation:
+            return None
+        segments = DocSegments.from_tokens(input_ids, self.cfg.bos_id)
+        return segments.with_attention(self.attention_backend.prepare(segments)) if self.has_attention else segments
+
+    def embed(self, input_ids: Tensor, segments: DocSegments | None) -> Tensor:
+        """x0: the normed token (+ n-gram) embedding, smeared."""
         x = self.tok_emb(input_ids)
         if self.bigram is not None:
             x = x + self.bigram(input_ids, segments).to(x.dtype)
         x = rms_norm(x)
-        if self.smear is not None:
-            x = self.smear(x, segments)
-        x0 = x
-        skips = []
-        for block in self.blocks[: self.num_encoder_layers]:
-            x = block(x, x0, segments)
-            if self.num_decoder_layers:
-                skips.append(x)
-        for i, block in enumerate(self.blocks[self.num_encoder_layers:]):
-            if skips:
-                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0, segments)
-        return self.head_input(rms_norm(x))
+        return x if self.smear is None else self.smear(x, segments)
+
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        """Final-normed hidden states [B, T, D]: the walk over the plan's slots."""
+        segments = self.documents(input_ids)
+        x0 = self.embed(input_ids, segments)
+        lanes, skips = (x0,), []
+        for slot in self.plan.slots:
+            lanes = lanes + lanes[-1:] * (slot.lanes - len(lanes))  # a fork copies the last lane
+            if slot.skip_pop is not None:
+                lanes = (lanes[0] + self.skip_weights[slot.skip_pop].to(lanes[0].dtype) * skips.pop(), *lanes[1:])
+            lanes = self.blocks[slot.layer](lanes, x0, segments, slot.norm_scale)
+            if slot.skip_push:
+                skips.append(lanes[0])
+        return self.head_input(rms_norm(merge_lanes(lanes)))
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Softcapped logits, fp32."""

@@ -42,21 +42,25 @@ class CastedLinear(nn.Linear):
 
 
 class Rotary(nn.Module):
-    """RoPE tables for the full head dim (rotate-half convention), cached per length.
+    """RoPE tables (rotate-half convention), cached per length, for the first `rope_dims` of
+    each head (partial RoPE, spec §5.3: rope_dims/2 frequencies spanning base^0..base^-1 over
+    those dims; the rest of the head passes through). rope_dims 0: the whole head.
 
     The tables are built in fp32 and hold no buffer, so casting the model to bf16 cannot
     round them. (The reference baseline keeps inv_freq as a buffer that its .bfloat16()
     call rounds, and builds positions in bf16, so positions above 256 collide there.)
     """
 
-    def __init__(self, head_dim: int, base: float):
+    def __init__(self, head_dim: int, base: float, rope_dims: int = 0):
         super().__init__()
         self.head_dim, self.base = head_dim, base
+        self.rope_dims = rope_dims or head_dim
         self._cache: tuple[int, torch.device, Tensor, Tensor] | None = None
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         if self._cache is None or self._cache[0] != seq_len or self._cache[1] != device:
-            inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim))
+            rd = self.rope_dims
+            inv_freq = 1.0 / (self.base ** (torch.arange(0, rd, 2, dtype=torch.float32, device=device) / rd))
             t = torch.arange(seq_len, device=device, dtype=torch.float32)
             freqs = torch.outer(t, inv_freq)
             self._cache = (seq_len, device, freqs.cos()[None, None], freqs.sin()[None, None])
@@ -64,6 +68,10 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.size(-1) // 2
+    """Rotate the first 2 * cos.size(-1) dims of x (halves paired), pass the rest through."""
+    rd = 2 * cos.size(-1)
+    if rd < x.size(-1):  # partial RoPE
+        return torch.cat((apply_rotary(x[..., :rd], cos, sin), x[..., rd:]), dim=-1)
+    half = rd // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
