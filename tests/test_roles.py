@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -246,7 +247,9 @@ def test_consumers_do_what_they_did_before_roles(name):
     cfg = load_config(preset, overrides, env={})
     torch.manual_seed(0)
     model = GPT(cfg.model)
-    want = golden["models"][name]
+    # The golden predates the layer plan, which renamed blocks.N.attn.* to blocks.N.mixer.* (format 3).
+    want = json.loads(re.sub(r"blocks\.(\d+)\.attn\.", r"blocks.\1.mixer.", json.dumps(golden["models"][name])))
+    want.update({k: sorted(want[k]) for k in ("qat", "fp32", "hessians") if want[k] is not None})  # sorted names
     assert ref.groups(model, cfg) == want["optimizer_groups"]
     assert ref.qat_names(model) == want["qat"] and ref.fp32_names(model) == want["fp32"]
     if want["hessians"] is not None:
@@ -258,4 +261,5 @@ def test_consumers_do_what_they_did_before_roles(name):
 def test_transformer_artifacts_are_byte_identical_to_before_roles(name):
     ref, golden = _reference_module(), json.loads((GOLDEN / "roles_reference.json").read_text())
     got = ref.export_digest(*ref.EXPORTS[name])
-    assert got == golden["exports"][name]
+    want = json.loads(re.sub(r"blocks\.(\d+)\.attn\.", r"blocks.\1.mixer.", json.dumps(golden["exports"][name])))
+    assert got == want

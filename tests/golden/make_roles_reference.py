@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 import torch
 
@@ -87,7 +88,8 @@ def _payload_digest(blob: bytes) -> tuple[str, int]:
         data = blob[pos:pos + size]
         pos += size
         if name == "index":
-            data = json.dumps(json.loads(codecs.decompress(codec, data))["tensors"], sort_keys=True).encode()
+            tensors = json.dumps(json.loads(codecs.decompress(codec, data))["tensors"], sort_keys=True)
+            data = re.sub(r"blocks\.(\d+)\.attn\.", r"blocks.\1.mixer.", tensors).encode()  # format 3's names
         h.update(name.encode() + codec.encode() + data)
         total += len(data)
     return h.hexdigest(), total
