@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from pgolf.ops.backend import kernel_module, use_triton
+from pgolf.ops.quantize import codes_for, sdclip_scale
 
 SMALL_M, LARGE_M = 16, 2048
 
@@ -121,9 +122,6 @@ class _Int6QAT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, clip_sigmas):
-        from pgolf.quant.gptq import sdclip_scale
-        from pgolf.quant.rtn import codes_for
-
         w = weight.detach().float()
         scale = sdclip_scale(w, 6, clip_sigmas).float()
         codes = codes_for(w, scale, 6)

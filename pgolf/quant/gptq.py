@@ -12,14 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pgolf.quant.rtn import levels
-
-
-def sdclip_scale(w: Tensor, bits: int, clip_sigmas: float) -> Tensor:
-    """fp16 per-row scales k·std(row)/R (a zero row gets scale 1); the unbiased std, as the record."""
-    std = w.float().std(dim=1)
-    scale = clip_sigmas * std / levels(bits)
-    return torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float16)
+from pgolf.ops.quantize import levels, sdclip_scale  # noqa: F401  (sdclip_scale: part of this module's API)
 
 
 def gptq_codes(w: Tensor, hessian: Tensor, scale: Tensor, bits: int, block: int = 128,

@@ -4,18 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pgolf.ops.quantize import codes_for, levels  # noqa: F401  (codes_for: part of this module's API)
+
 BASELINE_CLIP_Q = 0.9999984  # the baseline's per-row percentile of |w|
 CLIP_Q_SEARCH = (0.999, 0.9995, 0.9999, 0.99999, 1.0)  # the GDN record's int6 search
-
-
-def levels(bits: int) -> int:
-    return (1 << (bits - 1)) - 1
-
-
-def codes_for(w: Tensor, scale: Tensor, bits: int) -> Tensor:
-    """Round w / scale (one scale per row) into the symmetric code range."""
-    r = levels(bits)
-    return torch.clamp(torch.round(w / scale[:, None]), -r, r).to(torch.int8)
 
 
 def percentile_rows(w: Tensor, q: float, bits: int) -> tuple[Tensor, Tensor]:
