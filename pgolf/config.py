@@ -120,6 +120,9 @@ class EvalConfig:
     seq_len: int = setting(0, "EVAL_SEQ_LEN", help="0: the training seq_len")
     stride: int = setting(0, "EVAL_STRIDE", help="0: non-overlapping windows; else sliding windows with this stride")
     batch_tokens: int = setting(524_288, "VAL_BATCH_SIZE", help="global tokens per eval forward")
+    budget_seconds: float = setting(600.0, "EVAL_BUDGET_SECONDS",
+                                    help="the challenge's eval limit; the final score's eval time is checked against it "
+                                         "(result.json: within_eval_budget); 0: none")
 
 
 @dataclass
@@ -326,7 +329,7 @@ def validate(cfg: Config) -> None:
             problems.append(f"{key} must be positive")
     for key in ("train.iterations", "train.grad_accum_steps", "train.warmup_steps", "train.lr_warmup_steps",
                 "train.warmdown_iters", "train.val_every", "train.log_every", "train.checkpoint_every",
-                "eval.seq_len", "eval.stride", "train.max_wallclock_seconds"):
+                "eval.seq_len", "eval.stride", "train.max_wallclock_seconds", "eval.budget_seconds"):
         section, f = FIELDS[key]
         if getattr(getattr(cfg, section), f.name) < 0:
             problems.append(f"{key} must not be negative")
