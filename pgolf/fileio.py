@@ -56,19 +56,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def check_output_dir(path: str | os.PathLike, what: str) -> None:
-    """Refuse early, naming `what` (the flag or field), a directory that cannot be written:
-    `path` is a file, or it (or the nearest ancestor that exists, where it would be made)
-    is not a writable directory. Checked before anything is created, so a refused command
-    leaves nothing behind."""
+def check_output_dir(path: str | os.PathLike, what: str, named: str | os.PathLike | None = None) -> None:
+    """Refuse early, naming `what` (the flag or field) and `named` (default `path`), a
+    directory that cannot be written: `path` is a file, or it (or the nearest ancestor that
+    exists, where it would be made) is not a writable directory. Checked before anything
+    is created, so a refused command leaves nothing behind."""
     path = Path(path)
+    named = path if named is None else named
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise PgolfError(f"{what} {path}: {existing} is a file, not a directory")
+        raise PgolfError(f"{what} {named}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PgolfError(f"{what} {path}: {existing} is not writable")
+        raise PgolfError(f"{what} {named}: {existing} is not writable")
 
 
 def check_output_file(path: str | os.PathLike, what: str) -> None:
@@ -76,4 +77,4 @@ def check_output_file(path: str | os.PathLike, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise PgolfError(f"{what} {path} is a directory; give a file path")
-    check_output_dir(path.parent, what)
+    check_output_dir(path.parent, what, path)
