@@ -163,9 +163,10 @@ class Trainer:
         clock.start()
         while True:
             elapsed = clock.elapsed_ms()  # every rank's, so the schedule and the stop agree
-            if clock.out_of_time(elapsed):
+            capped = clock.out_of_time(elapsed)
+            if capped:
                 self.log.event("wallclock_cap", step=self.step, train_time_ms=elapsed)
-            last = self.step >= cfg.iterations or clock.out_of_time(elapsed)
+            last = capped or self.step >= cfg.iterations
             if last or _due(self.step, cfg.val_every):
                 with clock.paused():
                     prequant = self._validate_and_log()
