@@ -164,3 +164,27 @@ def test_resume_finds_the_same_data_by_content_not_path(tmp_path, tiny_data):
         resumed = run_training(tiny_config((path, tok), tmp_path, f"run.name={name}",
                                            f"run.resume={full.run_dir / 'checkpoint_step4.pt'}"))
         assert train_losses(resumed.run_dir) == train_losses(full.run_dir)[4:]
+
+
+def test_the_clock_counts_training_time_only(monkeypatch):
+    import torch
+
+    from pgolf.config import load_config
+    from pgolf.distributed import DistEnv
+
+    monkeypatch.setattr(clock_module, "time", FakeTime(1.0))
+    cfg = load_config("smoke", ["train.max_wallclock_seconds=10", "export.method=gptq", "export.reserve_seconds=3",
+                                "eval.budget_seconds=5"], env={})
+    clock = clock_module.Clock.from_config(cfg, DistEnv(0, 1, 0, torch.device("cpu")))
+    assert (clock.cap_ms, clock.reserve_ms, clock.stop_ms) == (10_000, 3_000, 7_000)
+    clock.start()  # t=1
+    with clock.paused():  # paused at t=2 (1 s counted); validation's time is not; restarted at t=3
+        pass
+    assert clock.train_ms == 1000.0
+    clock.pause()  # the loop ends at t=4
+    assert clock.train_ms == 2000.0
+    with clock.on_training_time() as watch:  # the Hessians (t=5 .. 6) count
+        pass
+    assert watch.seconds == 1.0 and clock.train_ms == 3000.0
+    assert not clock.out_of_time(6999.0) and clock.out_of_time(7000.0) and clock.within_cap()
+    assert clock.within_eval_budget(5.0) and not clock.within_eval_budget(5.5)

@@ -84,10 +84,13 @@ class Clock:
 
     @contextlib.contextmanager
     def on_training_time(self) -> Iterator[Stopwatch]:
-        """Work after the loop that counts as training (it reads training data)."""
-        with self.timed() as watch:
-            yield watch
-        self.train_ms += 1000.0 * watch.seconds
+        """Work after the loop (the clock is paused) that counts as training: it reads training data."""
+        before = self.train_ms
+        watch = Stopwatch()
+        self.start()
+        yield watch
+        self.pause()
+        watch.seconds = (self.train_ms - before) / 1000.0
 
     @contextlib.contextmanager
     def timed(self) -> Iterator[Stopwatch]:

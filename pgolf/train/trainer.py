@@ -168,10 +168,11 @@ class Trainer:
                 self.log.event("wallclock_cap", step=self.step, train_time_ms=elapsed)
             last = capped or self.step >= cfg.iterations
             if last or _due(self.step, cfg.val_every):
-                with clock.paused():
-                    prequant = self._validate_and_log()
-            if last:
-                return prequant
+                clock.pause()
+                prequant = self._validate_and_log()
+                if last:
+                    return prequant  # the clock stays paused: what follows is not the loop
+                clock.start()
             lr_mul = self.schedule.lr_mul(self.step, elapsed)
             if not self.qat_on and lr_mul < cfg.qat_threshold:
                 self._start_qat()
