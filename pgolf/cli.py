@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except PgolfError as e:
         print(f"pgolf: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where a command turns it into one
+        print(f"pgolf: stopped by {e.args[0] if e.args else 'SIGINT'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     return 0
 
 

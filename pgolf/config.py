@@ -205,6 +205,9 @@ class EvalConfig:
     stride: int = setting(0, "EVAL_STRIDE", check="nonneg",
                           help="0: non-overlapping windows; else sliding windows with this stride")
     batch_tokens: int = setting(524_288, "VAL_BATCH_SIZE", help="global tokens per eval forward", check="positive")
+    budget_seconds: float = setting(600.0, "EVAL_BUDGET_SECONDS", check="nonneg",
+                                    help="the challenge's eval limit; the final score's eval time is checked against it "
+                                         "(result.json: within_eval_budget); 0: none")
 
 
 @dataclass

@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
+from pgolf.errors import PgolfError
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
@@ -52,3 +54,27 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_output_dir(path: str | os.PathLike, what: str, named: str | os.PathLike | None = None) -> None:
+    """Refuse early, naming `what` (the flag or field) and `named` (default `path`), a
+    directory that cannot be written: `path` is a file, or it (or the nearest ancestor that
+    exists, where it would be made) is not a writable directory. Checked before anything
+    is created, so a refused command leaves nothing behind."""
+    path = Path(path)
+    named = path if named is None else named
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PgolfError(f"{what} {named}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PgolfError(f"{what} {named}: {existing} is not writable")
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> None:
+    """As check_output_dir, for a file to be written at `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise PgolfError(f"{what} {path} is a directory; give a file path")
+    check_output_dir(path.parent, what, path)

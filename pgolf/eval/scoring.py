@@ -16,7 +16,7 @@ from pgolf.eval.packed import swap_in_packed_layers
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
-from pgolf.train.distributed import init_distributed, shutdown
+from pgolf.distributed import init_distributed, shutdown
 
 
 def model_from_artifact(path: str | Path, device: torch.device, packed: bool = False) -> tuple[GPT, dict]:

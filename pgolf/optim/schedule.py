@@ -14,22 +14,25 @@ class LRSchedule:
     - optional linear warmup over `lr_warmup_steps`
     - warmdown to 0 over the last `warmdown_iters` steps: by step count, or (the
       baseline) by time: the warmdown window is warmdown_iters times the average step
-      time so far, ending at the wallclock cap
+      time so far, ending at `horizon_ms`, when the training loop stops (the wallclock
+      cap less any time the run keeps back for export: the run's clock says)
     """
 
     iterations: int
     warmdown_iters: int
     lr_warmup_steps: int
     time_based: bool
-    max_wallclock_ms: float
+    horizon_ms: float
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig) -> "LRSchedule":
+    def from_config(cls, cfg: TrainConfig, horizon_ms: float | None = None) -> "LRSchedule":
+        """`horizon_ms`: when training stops; default the wallclock cap."""
         capped = cfg.max_wallclock_seconds > 0
         time_based = cfg.warmdown == "time" or (cfg.warmdown == "auto" and capped)
         if time_based and not capped:
             raise PgolfError("train.warmdown=time needs a wallclock cap (train.max_wallclock_seconds > 0)")
-        return cls(cfg.iterations, cfg.warmdown_iters, cfg.lr_warmup_steps, time_based, 1000.0 * cfg.max_wallclock_seconds)
+        horizon = 1000.0 * cfg.max_wallclock_seconds if horizon_ms is None else horizon_ms
+        return cls(cfg.iterations, cfg.warmdown_iters, cfg.lr_warmup_steps, time_based, horizon)
 
     def lr_mul(self, step: int, elapsed_ms: float) -> float:
         mul = 1.0
@@ -39,7 +42,7 @@ class LRSchedule:
             return mul
         if self.time_based:
             warmdown_ms = self.warmdown_iters * elapsed_ms / max(step, 1)
-            remaining_ms = max(self.max_wallclock_ms - elapsed_ms, 0.0)
+            remaining_ms = max(self.horizon_ms - elapsed_ms, 0.0)
             return mul * (remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0)
         if step >= self.iterations - self.warmdown_iters:
             return mul * max((self.iterations - step) / self.warmdown_iters, 0.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 OVERRIDE_HELP = ("settings as section.key=value or with the challenge's names, e.g. train.iterations=500, "
@@ -20,16 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--out", type=Path, required=True, help="artifact path to write")
     e.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="export settings, e.g. export.matrix_bits=6 export.layout=grouped COMPRESSOR=auto")
+                   help="export settings, e.g. export.matrix_bits=6 export.layout=grouped COMPRESSOR=auto "
+                        "(environment variables of the export settings' names, e.g. EXPORT_METHOD, apply too)")
     e.set_defaults(func=_export)
 
 
 def _train(args) -> None:
     from pgolf.config import load_config
+    from pgolf.train.signals import sigterm_raises
     from pgolf.train.trainer import run_training
 
     cfg = load_config(args.config, args.overrides)
-    result = run_training(cfg, preset=args.config)
+    with sigterm_raises():
+        result = run_training(cfg, preset=args.config)
     if result.is_main:
         print(f"val_bpb {result.final.val_bpb:.6f} (val_loss {result.final.val_loss:.6f}) after {result.steps} steps; "
               f"{result.export.summary()}; run dir {result.run_dir}")
@@ -39,17 +43,42 @@ def _export(args) -> None:
     from pgolf.config import ENV_NAMES, from_dict, set_from_text
     from pgolf.errors import PgolfError
     from pgolf.export.export import export_model, run_meta
+    from pgolf.fileio import check_output_file
     from pgolf.train.checkpoint import load_checkpoint
+    from pgolf.train.signals import sigterm_raises
 
+    check_output_file(args.out, "--out")
     state = load_checkpoint(args.checkpoint)
-    cfg = from_dict(state["config"], str(args.checkpoint))
+    cfg = from_dict(state["config"], f"checkpoint {args.checkpoint}")
+    # Defaults < the checkpoint's config < environment variables < the command line, as for train;
+    # only export settings apply: everything else is the trained model's.
+    for name, key in ENV_NAMES.items():
+        if key.startswith("export.") and name in os.environ:
+            set_from_text(cfg, key, os.environ[name], f"environment variable {name}")
     for item in args.overrides:
         key, sep, value = item.partition("=")
         key = ENV_NAMES.get(key, key)
         if not sep or not key.startswith("export."):
             raise PgolfError(f"pgolf export takes export settings only (export.key=value), got {item!r}")
         set_from_text(cfg, key, value, "command line")
-    report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out,
-                             meta=run_meta(cfg, state["step"]), hessians=state.get("hessians"))
+    _check_weights_fit(state["model"], cfg, args.checkpoint)
+    with sigterm_raises():
+        report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out,
+                                 meta=run_meta(cfg, state["step"]), hessians=state.get("hessians"))
     print(report.summary())
     print(report.parts_table())
+
+
+def _check_weights_fit(weights: dict, cfg, path: Path) -> None:
+    """The checkpoint's weights must be the model its config describes (names and shapes)."""
+    import torch
+
+    from pgolf.errors import PgolfError
+    from pgolf.model import GPT
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(cfg.model).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != expected:
+        wrong = sorted(set(got) ^ set(expected)) or sorted(k for k in got if got[k] != expected[k])
+        raise PgolfError(f"checkpoint {path}: field 'model' does not fit its model config (first: {wrong[0]})")

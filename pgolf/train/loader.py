@@ -2,10 +2,13 @@
 
 Each optimizer micro-step takes world x (local + 1) contiguous tokens; rank r keeps its
 own span, and x / y are that span shifted by one. The position in the stream is the
-loader's whole state, so checkpoints resume it exactly.
+loader's whole state, so checkpoints resume it exactly. Every shard's header is checked
+when the loader is built, so a bad shard fails the run before it starts, not hours in.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +16,18 @@ import torch
 
 from pgolf.data import shards
 from pgolf.errors import PgolfError
+from pgolf.fileio import sha256_file
+
+MANIFEST_NAME = "manifest.json"  # written by `pgolf data prepare` (pgolf.data.prepare)
 
 
 class TokenStream:
     def __init__(self, files: list[Path], vocab_size: int):
         if not files:
             raise PgolfError("no training shards")
+        self.sizes = [shards.read_header(f) for f in files]
+        if not any(self.sizes):
+            raise PgolfError(f"every train shard in {files[0].parent} is empty (0 tokens): nothing to train on")
         self.files, self.vocab_size = files, vocab_size
         self.file_idx, self.pos = 0, 0
         self.tokens = shards.read_shard(files[0], vocab_size)
@@ -44,11 +53,19 @@ class TokenStream:
     def state_dict(self) -> dict:
         return {"file_idx": self.file_idx, "pos": self.pos, "n_files": len(self.files)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        """`source` names where the state came from, for errors."""
+        if not isinstance(state, dict) or set(state) != {"file_idx", "pos", "n_files"} or not all(
+                type(v) is int for v in state.values()):
+            raise PgolfError(f"{source}: loader position must be {{file_idx, pos, n_files}} integers, got {state!r}")
         if state["n_files"] != len(self.files):
-            raise PgolfError(f"checkpoint was written with {state['n_files']} train shards, the data dir has {len(self.files)}")
-        self._open(state["file_idx"])
-        self.pos = state["pos"]
+            raise PgolfError(f"{source} was written with {state['n_files']} train shards, the data dir has {len(self.files)}")
+        idx, pos = state["file_idx"], state["pos"]
+        if not 0 <= idx < len(self.files) or not 0 <= pos <= self.sizes[idx]:
+            raise PgolfError(f"{source}: loader position file_idx={idx} pos={pos} is outside the train shards "
+                             f"({len(self.files)} files; that one holds {self.sizes[idx] if 0 <= idx < len(self.files) else 0} tokens)")
+        self._open(idx)
+        self.pos = pos
 
 
 class DistributedTokenLoader:
@@ -70,5 +87,22 @@ class DistributedTokenLoader:
     def state_dict(self) -> dict:
         return self.stream.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        self.stream.load_state_dict(state, source)
+
+
+def dataset_fingerprint(data_dir: str | Path, tokenizer: str | Path) -> str:
+    """What identifies the training data, wherever it lies: the content its manifest lists
+    (every shard's name, token count and sha256) and the tokenizer file's sha256. A dataset
+    without a pgolf manifest (the published exports) is known by its shards' names and sizes."""
+    data_dir = Path(data_dir)
+    manifest = data_dir / MANIFEST_NAME
+    if manifest.is_file():
+        try:
+            content = json.loads(manifest.read_text(encoding="utf-8"))["splits"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise PgolfError(f"{manifest}: not a readable dataset manifest ({type(e).__name__}: {e})") from None
+    else:
+        content = [(p.name, p.stat().st_size) for split in shards.SPLITS for p in shards.list_token_shards(data_dir, split)]
+    text = json.dumps({"data": content, "tokenizer": sha256_file(tokenizer)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,10 +1,14 @@
-"""The training run: data -> model -> optimizer loop -> export -> score the exported file.
+"""The training run: set-up, the optimizer loop, then a list of post-training stages.
 
 It follows the baseline's protocol (spec §4.3): optional priming steps before the clock
-(real steps whose effects are then undone, so compilation happens off the clock), a
-training clock that covers only the optimizer loop (validation and checkpoints pause
-it), a wallclock cap agreed across ranks, and a final score computed from the artifact
-as written to disk, never from the in-memory weights.
+(real steps whose effects are then undone, so compilation happens off the clock), one
+clock (pgolf.train.clock) that covers only the optimizer loop and owns the cap, the
+export reserve and the eval budget, and a final score computed from the artifact as
+written to disk, by a model built from that file alone (`pgolf eval`'s loader), never
+from the in-memory weights.
+
+Everything that can be checked is checked before the run directory is made, so a run
+that cannot start leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -13,21 +17,23 @@ import copy
 import dataclasses
 import datetime
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pgolf.config import Config
+from pgolf.config import Config, from_dict
 from pgolf.data.tokenizer import load_tokenizer
+from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks, shutdown
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for, evaluate
-from pgolf.export.export import ExportReport, export_model, load_artifact_state, run_meta
-from pgolf.fileio import atomic_write_json
+from pgolf.eval.scoring import model_from_artifact
+from pgolf.export.export import ExportReport, export_model, run_meta
+from pgolf.fileio import atomic_write_json, check_output_dir
 from pgolf.metric.bpb import BPBResult
 from pgolf.metric.bytes import TargetByteWeights
 from pgolf.metric.valset import load_val_set
@@ -38,13 +44,15 @@ from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.quant.hessians import HessianCollector
 from pgolf.quant.qat import enable_late_qat
 from pgolf.train import checkpoint as ckpt
-from pgolf.train.distributed import (DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks,
-                                     shutdown)
-from pgolf.train.loader import DistributedTokenLoader
+from pgolf.train.clock import Clock
+from pgolf.train.loader import DistributedTokenLoader, dataset_fingerprint
 from pgolf.train.logs import RunLog, plot_curves
 
 ARTIFACT_NAME = "model.pgolf"
 CHECKPOINT_NAME = "checkpoint.pt"
+# Settings a resumed run may change; the data are compared by content (the dataset fingerprint), not path.
+RESUMABLE = {"train": {"iterations", "val_every", "log_every", "checkpoint_every", "max_wallclock_seconds"},
+             "data": {"path", "tokenizer"}}
 
 
 @dataclass
@@ -53,7 +61,7 @@ class TrainResult:
     run_dir: Path
     steps: int
     train_time_ms: float
-    prequant: BPBResult
+    prequant: BPBResult  # the in-memory weights at the end of the loop
     final: BPBResult  # scored from the artifact file
     export: ExportReport
 
@@ -82,8 +90,7 @@ class Trainer:
         self.cfg, self.env = cfg, env
         self.device = env.device
         self._seed()
-        self.run_dir = self._make_run_dir(preset)
-        self.log = RunLog(self.run_dir, env.is_main, cfg.train.iterations, cfg.run.progress)
+        self.run_dir = self._run_dir_path(preset)
 
         tok = load_tokenizer(cfg.data.tokenizer)
         mismatch = tokenizer_mismatch(cfg.model, tok.vocab_size, tok.bos_id)
@@ -93,6 +100,7 @@ class Trainer:
         self.byte_weights = (TargetByteWeights(tok, cfg.train.loss_weights).to(self.device)
                              if cfg.train.loss_weights != "none" else None)
         self.loader = DistributedTokenLoader(cfg.data.path, env.rank, env.world, tok.vocab_size, self.device)
+        self.data_fingerprint = dataset_fingerprint(cfg.data.path, cfg.data.tokenizer)
 
         self.model = prepare_for_device(GPT(cfg.model, mlp_impl=cfg.train.mlp_impl), self.device)
         self.compiled = torch.compile(self.model, dynamic=False, fullgraph=True) if cfg.run.compile else self.model
@@ -105,13 +113,75 @@ class Trainer:
         self.ddp = (DDP(self.compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None)
                     if env.distributed else self.compiled)
         self.accum = grad_accum_steps(cfg, env.world)
-        self.schedule = LRSchedule.from_config(cfg.train)
+        self.clock = Clock.from_config(cfg, env)
+        self.schedule = LRSchedule.from_config(cfg.train, horizon_ms=self.clock.stop_ms)
         self.eval_seq_len = cfg.eval.seq_len or cfg.train.seq_len
-        self.step, self.train_ms = 0, 0.0
-        self.hessians: dict | None = None  # GPTQ's, collected after the loop
+        self.step = 0
         self.qat_on = False
+        self.first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)  # of a non-finite loss
+        self.last_checkpoint: Path | None = None
+        self.resumed = self._load_resume(cfg.run.resume) if cfg.run.resume else None
+        # The products of the post-training stages, in order.
+        self.prequant: BPBResult | None = None
+        self.hessians: dict | None = None  # GPTQ's
+        self.report: ExportReport | None = None
+        self.final: BPBResult | None = None
+        self.eval_seconds = 0.0
 
-    # -- set-up helpers ------------------------------------------------------------------
+        self._make_run_dir()  # last: a run that cannot start leaves nothing behind
+        self.log = RunLog(self.run_dir, env.is_main, cfg.train.iterations, cfg.run.progress)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        self.log.event("setup", params=sum(p.numel() for p in self.model.parameters()), world_size=self.env.world,
+                       grad_accum_steps=self.accum, device=str(self.device), val_tokens=len(self.val),
+                       byte_source=self.val.byte_source, run_dir=str(self.run_dir))
+        self._prime()
+        self._start_resumed()
+        self.prequant = self._train_loop()
+        self.log.close()
+        if self.device.type == "cuda":
+            self.log.event("memory", peak_allocated_mib=torch.cuda.max_memory_allocated() // 2**20,
+                           peak_reserved_mib=torch.cuda.max_memory_reserved() // 2**20)
+        for stage in self.post_training_stages():
+            stage()
+        return TrainResult(self.env.is_main, self.run_dir, self.step, self.clock.train_ms, self.prequant, self.final,
+                           self.report)
+
+    def _train_loop(self) -> BPBResult:
+        """Optimizer steps until train.iterations or the clock's stop; returns the last validation."""
+        cfg, clock = self.cfg.train, self.clock
+        clock.start()
+        while True:
+            elapsed = clock.elapsed_ms()  # every rank's, so the schedule and the stop agree
+            capped = clock.out_of_time(elapsed)
+            if capped:
+                self.log.event("wallclock_cap", step=self.step, train_time_ms=elapsed)
+            last = capped or self.step >= cfg.iterations
+            if last or _due(self.step, cfg.val_every):
+                clock.pause()
+                prequant = self._validate_and_log()
+                if last:
+                    return prequant  # the clock stays paused: what follows is not the loop
+                clock.start()
+            lr_mul = self.schedule.lr_mul(self.step, elapsed)
+            if not self.qat_on and lr_mul < cfg.qat_threshold:
+                self._start_qat()
+            loss = self._train_step(lr_mul)
+            self.step += 1
+            self._log_step(loss, lr_mul)
+            if _due(self.step, cfg.checkpoint_every):
+                with clock.paused():
+                    self._save_checkpoint(f"checkpoint_step{self.step}.pt")
+
+    def post_training_stages(self) -> list[Callable[[], None]]:
+        """What follows the loop, in order. Weight averaging goes first when it lands (every later
+        stage must see the averaged weights); calibration between the Hessians and the export."""
+        hessians = [self._collect_hessians] if self.cfg.export.method == "gptq" else []
+        return [*hessians, self._save_final_checkpoint, self._export, self._score_artifact, self._finish]
+
+    # -- set-up ----------------------------------------------------------------------------
 
     def _seed(self) -> None:
         seed = self.cfg.run.seed
@@ -125,22 +195,88 @@ class Trainer:
         if self.cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
-    def _make_run_dir(self, preset: str) -> Path:
+    def _run_dir_path(self, preset: str) -> Path:
+        """The run directory, checked (not made): writable, and not another run's unless run.overwrite."""
         name = self.cfg.run.name or f"{Path(preset).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(self.cfg.run.out_dir) / broadcast_object(name, self.env)
-        logs = [run_dir / "metrics.jsonl", run_dir / "train.log"]
-        if any(p.exists() for p in logs):
-            if not self.cfg.run.overwrite:
-                raise PgolfError(f"{run_dir} already holds a run; choose another run.name or set run.overwrite=true")
-            if self.env.is_main:
-                for p in logs:
-                    p.unlink(missing_ok=True)
+        check_output_dir(run_dir, "run.out_dir")
+        if any(p.exists() for p in self._logs(run_dir)) and not self.cfg.run.overwrite:
+            raise PgolfError(f"{run_dir} already holds a run; choose another run.name or set run.overwrite=true")
+        return run_dir
+
+    @staticmethod
+    def _logs(run_dir: Path) -> list[Path]:
+        return [run_dir / "metrics.jsonl", run_dir / "train.log"]
+
+    def _make_run_dir(self) -> None:
+        if self.env.is_main:
+            for p in self._logs(self.run_dir):
+                p.unlink(missing_ok=True)
         if self.env.distributed:
             dist.barrier()  # nobody writes logs before rank 0 has cleared the old ones
         if self.env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run_dir / "config.json", self.cfg.to_dict())
-        return run_dir
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise PgolfError(f"run.out_dir: cannot make {self.run_dir} ({e.strerror})") from None
+            atomic_write_json(self.run_dir / "config.json", self.cfg.to_dict())
+
+    def _load_resume(self, path: str) -> dict:
+        """Read and check a checkpoint to continue from, and load its state (before the run
+        directory exists: a checkpoint that does not fit this run stops it cleanly)."""
+        state = ckpt.load_checkpoint(path)
+        mine, theirs = self.cfg.to_dict(), from_dict(state["config"], f"checkpoint {path}").to_dict()
+        differing = [f"{s}.{k}" for s in ("model", "optim", "data", "train") for k in mine[s]
+                     if mine[s][k] != theirs[s][k] and k not in RESUMABLE.get(s, ())]
+        if differing:
+            raise PgolfError(f"cannot resume {path}: the config differs in {', '.join(differing)}")
+        if state["data_fingerprint"] != self.data_fingerprint:
+            raise PgolfError(f"cannot resume {path}: data.path={self.cfg.data.path} / data.tokenizer are not the data it "
+                             f"was trained on (the dataset manifest or the tokenizer's sha256 differ)")
+        if state["step"] >= self.cfg.train.iterations:
+            raise PgolfError(f"cannot resume {path}: it is at step {state['step']}, so train.iterations="
+                             f"{self.cfg.train.iterations} leaves nothing to train (raise it, or re-export the "
+                             f"checkpoint with `pgolf export`)")
+        if self.clock.out_of_time(state["training_time_ms"]):
+            raise PgolfError(f"cannot resume {path}: its {state['training_time_ms'] / 1000:.1f} s of training already "
+                             f"reach the stop under train.max_wallclock_seconds={self.cfg.train.max_wallclock_seconds}")
+        try:
+            self.model.load_state_dict(state["model"])
+            if len(state["optimizers"]) != len(self.optimizers):
+                raise ValueError(f"{len(state['optimizers'])} optimizer states for {len(self.optimizers)} optimizers")
+            for opt, s in zip(self.optimizers, state["optimizers"]):
+                opt.load_state_dict(s)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise PgolfError(f"checkpoint {path}: its weights or optimizer state do not fit this model "
+                             f"({str(e).splitlines()[0]})") from None
+        self.loader.load_state_dict(state["loader"], f"checkpoint {path}")
+        return {"path": path, "step": state["step"], "training_time_ms": state["training_time_ms"], "rng": state["rng"]}
+
+    def _start_resumed(self) -> None:
+        """The resumed run's clock, step and RNG (its weights, optimizer and loader are loaded; priming kept them)."""
+        if self.resumed is None:
+            return
+        ckpt.restore_rng(self.resumed["rng"], self.resumed["path"])
+        self.step, self.clock.train_ms = self.resumed["step"], self.resumed["training_time_ms"]
+        self.log.event("resumed", checkpoint=str(self.resumed["path"]), step=self.step, train_time_ms=self.clock.train_ms)
+        if self.log.bar is not None:
+            self.log.bar.update(self.step)
+
+    def _prime(self) -> None:
+        """Real steps to compile and warm every path, then back to the exact state before them."""
+        n = self.cfg.train.warmup_steps
+        if n <= 0:
+            return
+        model_state = copy.deepcopy(self.model.state_dict())
+        opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
+        loader_state = self.loader.state_dict()
+        for _ in range(n):
+            self._train_step(1.0)
+        self.model.load_state_dict(model_state)
+        for opt, state in zip(self.optimizers, opt_states):
+            opt.load_state_dict(state)
+        self.loader.load_state_dict(loader_state)
+        self.log.event("primed", steps=n)
 
     # -- one optimizer step --------------------------------------------------------------
 
@@ -188,121 +324,53 @@ class Trainer:
         for g in [*others, *shards]:
             g.mul_(factor.to(g.dtype))
 
-    def _prime(self) -> None:
-        """Real steps to compile and warm every path, then back to the exact initial state."""
-        n = self.cfg.train.warmup_steps
-        if n <= 0:
-            return
-        model_state = copy.deepcopy(self.model.state_dict())
-        opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
-        loader_state = self.loader.state_dict()
-        for _ in range(n):
-            self._train_step(1.0)
-        self.model.load_state_dict(model_state)
-        for opt, state in zip(self.optimizers, opt_states):
-            opt.load_state_dict(state)
-        self.loader.load_state_dict(loader_state)
-        self.log.event("primed", steps=n)
+    # -- in the loop -------------------------------------------------------------------------
 
-    def _resume(self, path: str) -> None:
-        state = ckpt.load_checkpoint(path)
-        mine, theirs = self.cfg.to_dict(), state["config"]
-        differing = [f"{s}.{k}" for s in ("model", "optim", "data", "train") for k in mine[s]
-                     if mine[s][k] != theirs.get(s, {}).get(k) and k not in ("iterations", "val_every", "log_every",
-                                                                            "checkpoint_every", "max_wallclock_seconds")]
-        if differing:
-            raise PgolfError(f"cannot resume {path}: the config differs in {', '.join(differing)}")
-        self.model.load_state_dict(state["model"])
-        for opt, s in zip(self.optimizers, state["optimizers"]):
-            opt.load_state_dict(s)
-        self.loader.load_state_dict(state["loader"])
-        ckpt.restore_rng(state["rng"])
-        self.step, self.train_ms = state["step"], state["training_time_ms"]
-        self.log.event("resumed", checkpoint=str(path), step=self.step, train_time_ms=self.train_ms)
-        if self.log.bar is not None:
-            self.log.bar.update(self.step)
+    def _log_step(self, loss: torch.Tensor, lr_mul: float) -> None:
+        # Noted on the device (no sync per step); checked wherever the loop syncs anyway.
+        self.first_bad_step.masked_fill_((self.first_bad_step < 0) & ~torch.isfinite(loss), self.step)
+        log_every = self.cfg.train.log_every
+        if not (log_every and (self.step <= 10 or self.step % log_every == 0)):
+            self.log.step(1)
+            return
+        self._check_finite()
+        now_ms = self.clock.running_ms()
+        mean = float(mean_over_ranks(loss, self.env))
+        self.log.event("train", console=False, step=self.step, train_loss=mean, lr_mul=lr_mul,
+                       train_time_ms=now_ms, step_avg_ms=now_ms / self.step)
+        self.log.step(1, loss=mean)
+
+    def _check_finite(self) -> None:
+        """Stop the run at a nan/inf loss on any rank, before it reaches a checkpoint or an artifact."""
+        bad = int(max_over_ranks(float(self.first_bad_step), self.env))
+        if bad >= 0:
+            kept = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                    else "no checkpoint was written before it (train.checkpoint_every)")
+            raise PgolfError(f"the training loss became nan or inf at step {bad}: the run stopped and exported "
+                             f"nothing; {kept}")
+
+    def _validate_and_log(self) -> BPBResult:
+        self._check_finite()
+        result = self._validate(self.compiled)
+        self.log.event("val", step=self.step, val_loss=result.val_loss, val_bpb=result.val_bpb,
+                       train_time_ms=self.clock.train_ms)
+        return result
+
+    def _validate(self, model: torch.nn.Module, stride: int = 0) -> BPBResult:
+        windows = max(1, self.cfg.eval.batch_tokens // (self.env.world * self.eval_seq_len))
+        return evaluate(model, self.val, self.eval_seq_len, stride, windows, self.env.rank, self.env.world)
 
     def _save_checkpoint(self, name: str) -> None:
+        self._check_finite()
         # Every rank takes part: Muon's momentum is spread over the ranks (a collective).
         states = [o.gathered_state_dict() if isinstance(o, Muon) else o.state_dict() for o in self.optimizers]
         if self.env.is_main:
             ckpt.save_checkpoint(self.run_dir / name, config=self.cfg.to_dict(), step=self.step,
-                                 training_time_ms=self.train_ms, model=self.model, optimizer_states=states,
-                                 loader=self.loader, hessians=self.hessians)
+                                 training_time_ms=self.clock.train_ms, model=self.model, optimizer_states=states,
+                                 loader=self.loader, data_fingerprint=self.data_fingerprint, hessians=self.hessians)
         if self.env.distributed:
             dist.barrier()
-
-    def _validate(self, stride: int = 0) -> BPBResult:
-        windows = max(1, self.cfg.eval.batch_tokens // (self.env.world * self.eval_seq_len))
-        return evaluate(self.compiled, self.val, self.eval_seq_len, stride, windows, self.env.rank, self.env.world)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    # -- the run ---------------------------------------------------------------------------
-
-    def run(self) -> TrainResult:
-        cfg, env = self.cfg, self.env
-        n_params = sum(p.numel() for p in self.model.parameters())
-        self.log.event("setup", params=n_params, world_size=env.world, grad_accum_steps=self.accum,
-                       device=str(self.device), val_tokens=len(self.val), byte_source=self.val.byte_source,
-                       run_dir=str(self.run_dir))
-        self._prime()
-        if cfg.run.resume:
-            self._resume(cfg.run.resume)
-        # GPTQ's Hessians read training data, so they must fit inside the training time (spec §1.3).
-        reserve_ms = 1000.0 * cfg.export.reserve_seconds if cfg.export.method == "gptq" else 0.0
-        cap_ms = max(1000.0 * cfg.train.max_wallclock_seconds - reserve_ms, 0.0) if cfg.train.max_wallclock_seconds else 0.0
-        stop_at: int | None = None
-        prequant = None
-        self._sync()
-        t0 = time.perf_counter()
-        while True:
-            # One clock for all ranks (the slowest), so the LR schedule and the stop agree.
-            elapsed = max_over_ranks(self.train_ms + 1000.0 * (time.perf_counter() - t0), env)
-            if stop_at is None and cap_ms > 0 and elapsed >= cap_ms:
-                stop_at = self.step
-                self.log.event("wallclock_cap", step=self.step, train_time_ms=elapsed)
-            last = self.step >= cfg.train.iterations or stop_at is not None
-            if last or (cfg.train.val_every > 0 and self.step % cfg.train.val_every == 0):
-                self._sync()
-                self.train_ms += 1000.0 * (time.perf_counter() - t0)
-                prequant = self._validate()
-                self.log.event("val", step=self.step, val_loss=prequant.val_loss, val_bpb=prequant.val_bpb,
-                               train_time_ms=self.train_ms)
-                self._sync()
-                t0 = time.perf_counter()
-            if last:
-                break
-            lr_mul = self.schedule.lr_mul(self.step, elapsed)
-            if not self.qat_on and lr_mul < cfg.train.qat_threshold:
-                self._start_qat()
-            loss = self._train_step(lr_mul)
-            self.step += 1
-            if cfg.train.log_every and (self.step <= 10 or self.step % cfg.train.log_every == 0):
-                now_ms = self.train_ms + 1000.0 * (time.perf_counter() - t0)
-                mean = float(mean_over_ranks(loss, env))
-                self.log.event("train", console=False, step=self.step, train_loss=mean, lr_mul=lr_mul,
-                               train_time_ms=now_ms, step_avg_ms=now_ms / self.step)
-                self.log.step(1, loss=mean)
-            else:
-                self.log.step(1)
-            if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
-                self._sync()
-                self.train_ms += 1000.0 * (time.perf_counter() - t0)
-                self._save_checkpoint(f"checkpoint_step{self.step}.pt")
-                t0 = time.perf_counter()
-        self.log.close()
-        if self.device.type == "cuda":
-            self.log.event("memory", peak_allocated_mib=torch.cuda.max_memory_allocated() // 2**20,
-                           peak_reserved_mib=torch.cuda.max_memory_reserved() // 2**20)
-        self.hessians = self._collect_hessians() if cfg.export.method == "gptq" else None
-        self._save_checkpoint(CHECKPOINT_NAME)
-        report = self._export()
-        final = self._score_artifact(report)
-        self._finish(prequant, final, report)
-        return TrainResult(self.env.is_main, self.run_dir, self.step, self.train_ms, prequant, final, report)
+        self.last_checkpoint = self.run_dir / name
 
     def _start_qat(self) -> None:
         """Late QAT: the matrices that export codes switch their forwards to int6 fake-quant
@@ -311,30 +379,29 @@ class Trainer:
         self.qat_on = True
         self.log.event("qat_on", step=self.step)
 
-    @torch.no_grad()
-    def _collect_hessians(self) -> dict:
-        """Input Hessians on fresh training batches, on the training clock (it reads train data)."""
-        cfg = self.cfg
-        self._sync()
-        t = time.perf_counter()
-        collector = HessianCollector(self.model)
-        try:
-            for _ in range(cfg.export.calib_batches):
-                x, y = self.loader.next_batch(cfg.train.batch_tokens, cfg.train.seq_len, self.accum)
-                with autocast_for(self.device):
-                    self.model(x, y)
-            hessians = collector.hessians()
-        finally:
-            collector.remove()
-        self._sync()
-        seconds = time.perf_counter() - t
-        self.train_ms += 1000.0 * seconds
-        cap_ms = 1000.0 * cfg.train.max_wallclock_seconds
-        self.log.event("hessians", matrices=len(hessians), seconds=seconds, train_time_ms=self.train_ms,
-                       within_cap=bool(not cap_ms or self.train_ms <= cap_ms))
-        return hessians
+    # -- post-training stages ----------------------------------------------------------------
 
-    def _export(self) -> ExportReport:
+    @torch.no_grad()
+    def _collect_hessians(self) -> None:
+        """GPTQ's input Hessians on fresh training batches, on the training clock (it reads train data)."""
+        cfg = self.cfg
+        with self.clock.on_training_time() as watch:
+            collector = HessianCollector(self.model)
+            try:
+                for _ in range(cfg.export.calib_batches):
+                    x, y = self.loader.next_batch(cfg.train.batch_tokens, cfg.train.seq_len, self.accum)
+                    with autocast_for(self.device):
+                        self.model(x, y)
+                self.hessians = collector.hessians()
+            finally:
+                collector.remove()
+        self.log.event("hessians", matrices=len(self.hessians), seconds=watch.seconds, train_time_ms=self.clock.train_ms,
+                       within_cap=self.clock.within_cap())
+
+    def _save_final_checkpoint(self) -> None:
+        self._save_checkpoint(CHECKPOINT_NAME)
+
+    def _export(self) -> None:
         outcome = None
         if self.env.is_main:
             try:
@@ -351,26 +418,32 @@ class Trainer:
                        code_bytes=outcome.code_bytes, code_mode=outcome.code_mode, total_bytes=outcome.total_bytes,
                        headroom=outcome.headroom, bits_per_weight=round(outcome.bits_per_weight, 4),
                        streams={s.name: f"{s.codec}:{s.stored_bytes}" for s in outcome.streams})
-        return outcome
+        self.report = outcome
 
-    def _score_artifact(self, report: ExportReport) -> BPBResult:
-        """Load the written file back into the model and score it with the configured eval."""
-        _, state = load_artifact_state(report.path)
-        self.model.load_state_dict(state)
-        self._sync()
-        t = time.perf_counter()
-        final = self._validate(self.cfg.eval.stride)
-        self._sync()
-        self.log.event("final_roundtrip", val_loss=final.val_loss, val_bpb=final.val_bpb, stride=self.cfg.eval.stride,
-                       eval_time_ms=1000.0 * (time.perf_counter() - t), tokens=final.token_count, bytes=final.byte_count)
-        return final
+    def _score_artifact(self) -> None:
+        """Score the file as written, with a model built from the file alone by `pgolf eval`'s
+        loader (never the trained model: its QAT forwards and in-memory weights are not the file)."""
+        model, _ = model_from_artifact(self.report.path, self.device)
+        with self.clock.timed() as watch:
+            self.final = self._validate(model, self.cfg.eval.stride)
+        self.eval_seconds = watch.seconds
+        self.log.event("final_roundtrip", val_loss=self.final.val_loss, val_bpb=self.final.val_bpb,
+                       stride=self.cfg.eval.stride, eval_time_ms=1000.0 * watch.seconds, tokens=self.final.token_count,
+                       bytes=self.final.byte_count, within_eval_budget=self.clock.within_eval_budget(watch.seconds))
 
-    def _finish(self, prequant: BPBResult, final: BPBResult, report: ExportReport) -> None:
+    def _finish(self) -> None:
         if not self.env.is_main:
             return
-        summary = {"steps": self.step, "train_time_ms": self.train_ms, "prequant": prequant.as_dict(),
-                   "final": final.as_dict(), "export": dataclasses.asdict(report),
-                   "bits_per_weight": report.bits_per_weight, "run_dir": str(self.run_dir)}
+        report = self.report
+        summary = {"steps": self.step, "train_time_ms": self.clock.train_ms, "prequant": self.prequant.as_dict(),
+                   "final": self.final.as_dict(), "export": dataclasses.asdict(report),
+                   "bits_per_weight": report.bits_per_weight, "run_dir": str(self.run_dir),
+                   "eval_seconds": self.eval_seconds,
+                   "within_eval_budget": self.clock.within_eval_budget(self.eval_seconds)}
         atomic_write_json(self.run_dir / "result.json", summary)
         if plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png"):
             self.log.event("plot", path=str(self.run_dir / "curves.png"), console=False)
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
