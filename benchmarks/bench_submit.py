@@ -13,7 +13,7 @@ from importlib.metadata import version
 from harness import header
 from pgolf.export.code_size import count_code_bytes
 from pgolf.submit.pack import pack
-from pgolf.submit.trace import import_closure
+from pgolf.export.trace import import_closure
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from pgolf import __version__
-from pgolf.errors import PgolfError
+from pgolf.commandline import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,22 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # KEY=VALUE overrides may come after options (argparse stops at the first positional run)
-        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        args.func(args)
-    except PgolfError as e:
-        print(f"pgolf: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where a command turns it into one
-        print(f"pgolf: stopped by {e.args[0] if e.args else 'SIGINT'}", file=sys.stderr)
-        return getattr(e, "exit_code", 130)
-    return 0
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

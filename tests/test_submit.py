@@ -14,7 +14,7 @@ from conftest import TINY
 from pgolf.errors import PgolfError
 from pgolf.submit.pack import WRAPPER_HEAD, pack, unpack_program
 from pgolf.submit.records import SubmitOptions, write_submission
-from pgolf.submit.trace import import_closure
+from pgolf.export.trace import import_closure
 
 pytest.importorskip("python_minifier")
 

@@ -1,9 +1,9 @@
 """How many bytes the code counts for, explicitly (spec §1.2).
 
-"raw": the UTF-8 size of every source file of the package. "wrapped": the size of a real
-self-extracting script (base85 of an lzma'd tar of those files, plus a two-line loader)
-that runs `pgolf` from the extracted copy; reviewers accept such wrappers. Both are
-measured on the files themselves, never estimated.
+"raw": the UTF-8 size of every source file a training run needs (`code_files`). "wrapped":
+the size of a real self-extracting script (base85 of an lzma'd tar of those files, plus a
+two-line loader) that runs `python -m pgolf.train` from the extracted copy; reviewers accept
+such wrappers. Both are measured on the files themselves, never estimated.
 """
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pgolf
-import pgolf_kernels
+from pgolf.config import PRESET_DIR
+from pgolf.export.trace import archive_name, import_closure
 
-SOURCE_SUFFIXES = (".py", ".toml")
-CUDA_SUFFIXES = (".cu", ".cuh", ".cpp", ".h")  # csrc/ itself; csrc/tests holds host-side checks
+ENTRIES = ("pgolf.train.__main__", "pgolf.eval.scoring")  # train (and export) a model; score its artifact
 CODE_MODES = ("raw", "wrapped")
 
 
@@ -31,19 +30,17 @@ class CodeBytes:
 
 
 def code_files() -> list[tuple[str, Path]]:
-    """(archive name, file) for every source file shipped: the pgolf and pgolf_kernels
-    packages, and the CUDA sources in csrc/ beside them (a source checkout), which add
-    capability and so must count too."""
-    files = []
-    for package in (pgolf, pgolf_kernels):
-        root = Path(package.__file__).resolve().parent
-        for path in sorted(root.rglob("*")):
-            if path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts:
-                files.append((f"{package.__name__}/{path.relative_to(root).as_posix()}", path))
-    csrc = Path(pgolf.__file__).resolve().parent.parent / "csrc"
-    if csrc.is_dir():
-        files += [(f"csrc/{p.name}", p) for p in sorted(csrc.glob("*")) if p.suffix in CUDA_SUFFIXES]
-    return files
+    """(archive name, file) for every source file a training run needs: the import closure of
+    `python -m pgolf.train` and of the artifact scorer (pgolf.export.trace: module-level and
+    function-level imports, kernels loaded by name; the CUDA sources in csrc/ when pgolf._C is
+    imported, since they add capability), and the presets. Tools a run never imports (the data
+    pipeline's writers, check, submit, stats, the rest of the CLI) are not shipped or counted."""
+    closure = import_closure(ENTRIES)
+    files = [(archive_name(module, path), path) for module, path in closure.modules.items()]
+    configs = PRESET_DIR.resolve()
+    files += [(f"pgolf/{p.relative_to(configs.parent).as_posix()}", p) for p in sorted(configs.glob("*.toml"))]
+    files += [(f"csrc/{p.name}", p) for p in closure.native]
+    return sorted(files)
 
 
 def build_wrapper(files: list[tuple[str, Path]]) -> bytes:
@@ -59,7 +56,7 @@ def build_wrapper(files: list[tuple[str, Path]]) -> bytes:
         "import base64,io,lzma,sys,tarfile,tempfile\n"
         "d=tempfile.mkdtemp();tarfile.open(fileobj=io.BytesIO(lzma.decompress(base64.b85decode("
         f"'{blob}')))).extractall(d,filter='data');sys.path.insert(0,d)\n"
-        "from pgolf.cli import main;sys.exit(main())\n"
+        "import runpy;runpy.run_module('pgolf.train',run_name='__main__')\n"
     ).encode("ascii")
 
 

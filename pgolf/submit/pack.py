@@ -1,6 +1,6 @@
 """One self-contained `train_gpt.py` for a preset, counted as the records count code (frontier-spec F8.1).
 
-The files of the preset's import closure (`pgolf.submit.trace`) are minified
+The files of the preset's import closure (`pgolf.export.trace`) are minified
 (python-minifier: docstrings out; names, annotations and asserts kept, since torch.library
 reads annotations and Triton reads kernel sources), put with the preset's TOML into a
 small program that writes them to a temporary directory and runs the trainer from there,
@@ -27,7 +27,7 @@ import brotli
 
 from pgolf.config import preset_path
 from pgolf.errors import PgolfError
-from pgolf.submit.trace import Closure, archive_name, import_closure
+from pgolf.export.trace import Closure, archive_name, import_closure
 
 WRAPPER_HEAD = "import brotli,base64\n"
 

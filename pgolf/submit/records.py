@@ -34,7 +34,7 @@ from pgolf import stats
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json
 from pgolf.submit.pack import Packed, pack
-from pgolf.submit.trace import Closure, import_closure
+from pgolf.export.trace import Closure, import_closure
 from pgolf.submit.verify import packed_eval, run_isolated
 
 SIZE_LIMIT = 16_000_000
@@ -88,21 +88,30 @@ def check_runs(runs: list[Run]) -> None:
 
 
 def toml_text(config: dict) -> str:
-    """A TOML preset holding a configuration (flat sections of str/int/float/bool)."""
+    """A TOML preset holding a configuration (sections of str/int/float/bool, nested sections as [a.b])."""
     lines = ["# The recipe of the submitted runs (pgolf submit)."]
-    for section, values in config.items():
-        lines.append(f"\n[{section}]")
+
+    def section(name: str, values: dict) -> None:
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{key} = {_toml_value(f'{name}.{key}', value)}" for key, value in values.items()
+                     if not isinstance(value, dict))
         for key, value in values.items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, (int, float)):
-                text = repr(value)
-            elif isinstance(value, str):
-                text = json.dumps(value)
-            else:
-                raise PgolfError(f"config {section}.{key}: cannot write a {type(value).__name__} to TOML")
-            lines.append(f"{key} = {text}")
+            if isinstance(value, dict):
+                section(f"{name}.{key}", value)
+
+    for name, values in config.items():
+        section(name, values)
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(key: str, value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise PgolfError(f"config {key}: cannot write a {type(value).__name__} to TOML")
 
 
 def requirements(closure: Closure) -> list[str]:

@@ -26,6 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_export)
 
 
+def entry_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m pgolf.train` (and of the wrapped script the code bytes count):
+    the train and export commands alone."""
+    from pgolf import __version__
+
+    parser = argparse.ArgumentParser(prog="python -m pgolf.train", description="pgolf train, under torchrun")
+    parser.add_argument("--version", action="version", version=f"pgolf {__version__}")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
 def _train(args) -> None:
     from pgolf.config import load_config
     from pgolf.train.signals import sigterm_raises
