@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config import ModelConfig, attention_layers
-from pgolf.model.attention import CausalSelfAttention
+from pgolf.model.attention import build_attention
 from pgolf.model.attention_backends import choose_backend
 from pgolf.model.block import Block
 from pgolf.model.embeddings import BigramHash, SmearGate
@@ -46,9 +46,7 @@ def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Blo
     blocks: list[Block] = []
     for i in range(cfg.num_layers):
         if i in attn:
-            a = cfg.attention
-            mixer = CausalSelfAttention(d, cfg.num_heads, cfg.num_kv_heads, a.rope_base, a.qk_gain_init, a.rope_dims,
-                                        backend)
+            mixer = build_attention(cfg, i, backend)
         else:
             owner = blocks[i - i % cfg.kv_share_stride].mixer if i % cfg.kv_share_stride else None
             mixer = GatedDeltaNet(d, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size, cfg.gdn_chunk_size,
