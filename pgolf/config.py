@@ -143,6 +143,9 @@ class ModelConfig:
                                   help="nothing crosses a BOS: recurrent state, convs, SmearGate, n-gram hashes, "
                                        "attention")
     bos_id: int = setting(1, "BOS_ID", check="nonneg", help="the tokenizer's BOS id (doc_isolation)")
+    init: str = setting("baseline", "MODEL_INIT", ("baseline", "record"),
+                        help="baseline: the constructors' init (spec 4.1); record: orthogonal Q, K, V and MLP-up, "
+                             "zero output projections, every block the identity (spec 5.2)")
     attention: AttentionConfig = section(AttentionConfig)
     stack: StackConfig = section(StackConfig)
 

@@ -22,6 +22,7 @@ from pgolf.model.attention_backends import choose_backend
 from pgolf.model.block import Block
 from pgolf.model.embeddings import BigramHash, SmearGate
 from pgolf.model.gdn import GatedDeltaNet
+from pgolf.model.init import apply_init
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import build_mlp
 from pgolf.model.plan import build_plan
@@ -84,6 +85,7 @@ class GPT(nn.Module):
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         declare(self.tok_emb, weight=Role("embedding", group="tok_emb", hot=True, tied=cfg.tie_embeddings))
         declare(self, skip_weights=CONTROL)
+        apply_init(self, cfg.init)
         param_roles(self)  # every parameter has exactly one role, or this names the one that has not
 
     def documents(self, input_ids: Tensor) -> DocSegments | None:
