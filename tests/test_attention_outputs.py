@@ -240,3 +240,12 @@ def test_xsa_all_on_a_hybrid_means_its_attention_layers():
                     "model.attention.xsa=all")
     model = GPT(cfg)
     assert list(model.blocks[1].mixer.outputs) == ["xsa"]
+
+
+def test_q_gain_is_the_records_shape_and_init():
+    """Spec §5.3 item 4 / frontier F6: a learnable gain per query head, all at QK_GAIN_INIT (5.0; 5.25 in
+    #1953), multiplying q after QK-norm and RoPE (the formula test above applies it there)."""
+    model = GPT(load_config("smoke", ["QK_GAIN_INIT=5.25"], env={}).model)
+    q_gain = model.blocks[0].mixer.q_gain
+    assert q_gain.shape == (model.cfg.num_heads,) and torch.equal(q_gain, torch.full_like(q_gain, 5.25))
+    assert param_roles(model)["blocks.0.mixer.q_gain"].kind == "control"
