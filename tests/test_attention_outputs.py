@@ -249,3 +249,35 @@ def test_q_gain_is_the_records_shape_and_init():
     q_gain = model.blocks[0].mixer.q_gain
     assert q_gain.shape == (model.cfg.num_heads,) and torch.equal(q_gain, torch.full_like(q_gain, 5.25))
     assert param_roles(model)["blocks.0.mixer.q_gain"].kind == "control"
+
+
+def test_gradcheck_in_fp64():
+    """Both train: their gradients (y, v, x and the gate weight) against finite differences."""
+    gen = torch.Generator().manual_seed(5)
+    y = torch.randn(1, 4, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 2, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, 3, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y, v: ExclusiveSelfAttention()(y, v, None), (y, v))
+    gate = SparseAttnGate(4, 6, 0.5).double()
+    with torch.no_grad():
+        gate.weight.normal_(generator=gen)
+    assert torch.autograd.gradcheck(lambda y, x, w: torch.func.functional_call(gate, {"weight": w}, (y, None, x)),
+                                    (y, x, gate.weight.detach().clone().requires_grad_()))
+
+
+def test_compiled_equals_eager_with_both_on():
+    """One graph (fullgraph) with XSA and the gate, forward and gradients as eager's."""
+    attn = attention(SDPACausal(), both())
+    compiled = torch.compile(attn, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 17, 48)
+    outs, grads = [], []
+    for module in (attn, compiled):
+        xi = x.clone().requires_grad_()
+        out = module(xi)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append((xi.grad, attn.outputs["gate"].weight.grad.clone()))
+        attn.zero_grad(set_to_none=True)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
