@@ -90,6 +90,16 @@ class AttentionConfig:
     rope_dims: int = setting(0, "ROPE_DIMS", check="nonneg",
                              help="partial RoPE: rotate only the first rope_dims of each head; 0: the whole head")
     qk_gain_init: float = setting(1.5, "QK_GAIN_INIT", check="finite")
+    xsa: LayerSet = setting(LayerSet(""), "XSA_LAYERS",
+                            help="exclusive self-attention on these attention layers (all, 8-10, ...; the records: "
+                                 "all): each head's output loses its component along the token's own value (spec 5.3)")
+    sparse_gate: bool = setting(False, "SPARSE_ATTN_GATE_ENABLED",
+                                help="SparseAttnGate: each head's output times sigmoid(scale * W x[:window]), W zero-init "
+                                     "(spec 5.3)")
+    sparse_gate_scale: float = setting(1.0, "SPARSE_ATTN_GATE_SCALE", check="finite",
+                                       help="the SparseAttnGate's scale (the 1.0611 record: 0.5; the script's default 1.0)")
+    sparse_gate_window: int = setting(12, check="positive",
+                                      help="the SparseAttnGate reads this many leading channels of the normed input")
 
 
 @dataclass
@@ -133,6 +143,9 @@ class ModelConfig:
                                   help="nothing crosses a BOS: recurrent state, convs, SmearGate, n-gram hashes, "
                                        "attention")
     bos_id: int = setting(1, "BOS_ID", check="nonneg", help="the tokenizer's BOS id (doc_isolation)")
+    init: str = setting("baseline", "MODEL_INIT", ("baseline", "record"),
+                        help="baseline: the constructors' init (spec 4.1); record: orthogonal Q, K, V and MLP-up, "
+                             "zero output projections, every block the identity (spec 5.2)")
     attention: AttentionConfig = section(AttentionConfig)
     stack: StackConfig = section(StackConfig)
 
@@ -484,6 +497,14 @@ def _attention_problems(m: ModelConfig) -> list[str]:
     head_dim = m.model_dim // m.num_heads
     if a.rope_dims % 2 or a.rope_dims > head_dim:
         problems.append(f"model.attention.rope_dims={a.rope_dims} must be even and at most the head dim {head_dim}")
+    xsa = a.xsa.indices(m.num_layers)
+    if any(i >= m.num_layers for i in xsa):
+        problems.append(f"model.attention.xsa={a.xsa!r} must name layers in 0..{m.num_layers - 1}")
+    elif a.xsa != "all" and not xsa <= attention_layers(m):
+        problems.append(f"model.attention.xsa={a.xsa!r} names layers without attention "
+                        f"(attention layers: {sorted(attention_layers(m))})")
+    if a.sparse_gate and a.sparse_gate_window > m.model_dim:
+        problems.append(f"model.attention.sparse_gate_window={a.sparse_gate_window} exceeds model.model_dim={m.model_dim}")
     if not attention_layers(m):
         return problems
     if a.backend == "sdpa" and m.doc_isolation:

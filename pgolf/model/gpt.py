@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config import ModelConfig, attention_layers
-from pgolf.model.attention import CausalSelfAttention
+from pgolf.model.attention import build_attention
 from pgolf.model.attention_backends import choose_backend
 from pgolf.model.block import Block
 from pgolf.model.embeddings import BigramHash, SmearGate
 from pgolf.model.gdn import GatedDeltaNet
+from pgolf.model.init import apply_init
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import build_mlp
 from pgolf.model.plan import build_plan
@@ -46,9 +47,7 @@ def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Blo
     blocks: list[Block] = []
     for i in range(cfg.num_layers):
         if i in attn:
-            a = cfg.attention
-            mixer = CausalSelfAttention(d, cfg.num_heads, cfg.num_kv_heads, a.rope_base, a.qk_gain_init, a.rope_dims,
-                                        backend)
+            mixer = build_attention(cfg, i, backend)
         else:
             owner = blocks[i - i % cfg.kv_share_stride].mixer if i % cfg.kv_share_stride else None
             mixer = GatedDeltaNet(d, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size, cfg.gdn_chunk_size,
@@ -86,6 +85,7 @@ class GPT(nn.Module):
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         declare(self.tok_emb, weight=Role("embedding", group="tok_emb", hot=True, tied=cfg.tie_embeddings))
         declare(self, skip_weights=CONTROL)
+        apply_init(self, cfg.init)
         param_roles(self)  # every parameter has exactly one role, or this names the one that has not
 
     def documents(self, input_ids: Tensor) -> DocSegments | None:
