@@ -128,7 +128,11 @@ class ModelConfig:
                                   help="BigramHash table rows; 0: no hashed n-gram embedding")
     bigram_dim: int = setting(112, "BIGRAM_DIM", check="positive")
     trigram: bool = setting(True, "TRIGRAM", help="BigramHash also looks up a trigram hash in the same table")
-    smear_gate: bool = setting(False, "SMEAR_GATE", help="static SmearGate after the embedding norm")
+    smear_gate: bool = setting(False, "SMEAR_GATE", help="a SmearGate on the embedding (its form: smear_form)")
+    smear_form: str = setting("static", "SMEAR_FORM", ("static", "input_gated"),
+                              help="static: per-dimension σ(g) mix after the embedding norm (the GDN record); "
+                                   "input_gated: the 1.0611 record's e_t += λ·σ(w·e_t[:12])·e_(t−1)·[id_t≠BOS] "
+                                   "on the raw embedding (spec 5.6)")
     doc_isolation: bool = setting(False, "DOC_ISOLATION",
                                   help="nothing crosses a BOS: recurrent state, convs, SmearGate, n-gram hashes, "
                                        "attention")

@@ -20,7 +20,7 @@ from pgolf.config import ModelConfig, attention_layers
 from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.attention_backends import choose_backend
 from pgolf.model.block import Block
-from pgolf.model.embeddings import BigramHash, SmearGate
+from pgolf.model.embeddings import BigramHash, InputGatedSmearGate, SmearGate
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import build_mlp
@@ -57,6 +57,13 @@ def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Blo
     return blocks
 
 
+def build_smear(cfg: ModelConfig) -> nn.Module | None:
+    """The configured SmearGate (spec §5.6), or None."""
+    if not cfg.smear_gate:
+        return None
+    return SmearGate(cfg.model_dim) if cfg.smear_form == "static" else InputGatedSmearGate(cfg.model_dim, cfg.bos_id)
+
+
 def merge_lanes(lanes: tuple[Tensor, ...]) -> Tensor:
     """The final hidden state: the mean of the residual lanes (one lane: itself)."""
     return lanes[0] if len(lanes) == 1 else torch.stack(lanes).mean(0)
@@ -76,7 +83,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.trigram) if cfg.bigram_buckets
                        else None)
-        self.smear = SmearGate(d) if cfg.smear_gate else None
+        self.smear = build_smear(cfg)
         self.skip_weights = nn.Parameter(torch.ones(self.plan.num_skip_weights, d))
         self.blocks = nn.ModuleList(build_blocks(cfg, self.attention_backend, mlp_impl))
         self.lm_head = (None if cfg.tie_embeddings else
@@ -96,12 +103,16 @@ class GPT(nn.Module):
         return segments.with_attention(self.attention_backend.prepare(segments)) if self.has_attention else segments
 
     def embed(self, input_ids: Tensor, segments: DocSegments | None) -> Tensor:
-        """x0: the normed token (+ n-gram) embedding, smeared."""
+        """x0: the normed token (+ n-gram) embedding, smeared before the norm (input-gated
+        SmearGate) or after it (static SmearGate)."""
         x = self.tok_emb(input_ids)
         if self.bigram is not None:
             x = x + self.bigram(input_ids, segments).to(x.dtype)
+        smear = self.smear
+        if smear is not None and smear.before_norm:
+            x = smear(x, segments, input_ids)
         x = rms_norm(x)
-        return x if self.smear is None else self.smear(x, segments)
+        return x if smear is None or smear.before_norm else smear(x, segments)
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """Final-normed hidden states [B, T, D]: the walk over the plan's slots."""
