@@ -133,3 +133,147 @@ def test_static_smear_is_unchanged():
     """smear_form defaults to the static gate: the same module and parameters as before."""
     model = tiny("model.smear_gate=true")
     assert type(model.smear).__name__ == "SmearGate" and param_roles(model)["smear.gate"].kind == "control"
+
+
+# ---------------------------------------------------------------------------------------
+# The record's stack (spec §5.3, §5.5): LN scale, gated skips, recurrence, parallel lanes,
+# against a hand-written walk that knows nothing of plans.
+
+import math  # noqa: E402
+
+from pgolf.errors import PgolfError  # noqa: E402
+from pgolf.model.block import ParallelBlock  # noqa: E402
+from pgolf.model.gpt import gated_skip  # noqa: E402
+from pgolf.model.plan import build_plan  # noqa: E402
+
+ELEVEN = ["model.num_layers=11", "model.model_dim=32", "model.num_heads=2", "model.num_kv_heads=1",
+          "model.vocab_size=64", "model.mlp_mult=2"]
+LN, GATED, LOOP, PARALLEL = (["model.stack.ln_scale=true"], ["model.stack.skip_gates=true"],
+                             ["model.stack.loop_layers=3-5", "model.stack.loop_count=3"],
+                             ["model.stack.parallel_start=8"])
+RECORD = [*LN, *GATED, *LOOP, *PARALLEL]
+RECORD_ORDER = [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def eleven(*overrides, busy=True, seed=0):
+    torch.manual_seed(seed)
+    model = GPT(load_config("smoke", [*ELEVEN, *overrides], env={}).model)
+    if busy:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * (0.05 if p.ndim == 2 else 0.2))
+    return model
+
+
+def reference_hidden(model, ids, order, ln=False, gated=False, parallel_start=None):
+    """Spec §5.5 written out: encoder = first half of `order` (pushes), decoder pops while
+    skips remain (w_j·s added, or lerp(w_j·s, x, σ(g_j))), lanes from parallel_start on, final
+    hidden = RMSNorm(mean of the lanes)."""
+    x0 = model.embed(ids, None)
+    x, lane0, lane1, skips = x0, None, None, []
+    enc = len(order) // 2
+    for i, layer in enumerate(order):
+        blk, s = model.blocks[layer], (1 / math.sqrt(layer + 1) if ln else 1.0)
+        mix = blk.resid_mix
+        parallel = parallel_start is not None and layer >= parallel_start
+        if parallel and lane0 is None:
+            lane0 = lane1 = x
+        if i >= enc and skips:
+            j = i - enc
+            ws = model.skip_weights[j] * skips.pop()
+            cur = lane0 if parallel else x
+            cur = ws + torch.sigmoid(model.skip_gates[j]) * (cur - ws) if gated else cur + ws
+            lane0, x = (cur, x) if parallel else (lane0, cur)
+        if parallel:
+            a = blk.attn_scale * blk.mixer(_rms(mix[0] * lane0 + mix[1] * x0) * s, None)
+            m = blk.mlp_scale * blk.mlp(_rms(lane1) * s)
+            r, p = blk.resid_lambdas, blk.post_lambdas
+            lane0, lane1 = (r[0] * lane0 + p[0, 0] * a + p[1, 0] * m, r[1] * lane1 + p[0, 1] * a + p[1, 1] * m)
+        else:
+            x_in = mix[0] * x + mix[1] * x0
+            x = x_in + blk.attn_scale * blk.mixer(_rms(x_in) * s, None)
+            x = x + blk.mlp_scale * blk.mlp(_rms(x) * s)
+        if i < enc:
+            skips.append(x)
+    return _rms(x if lane0 is None else 0.5 * (lane0 + lane1))
+
+
+def test_ln_scale_uses_the_physical_layer():
+    """Spec §5.3: s_l = 1/sqrt(l+1), l the physical index, so every visit of a looped layer shares it."""
+    plan = build_plan(load_config("smoke", [*ELEVEN, *LN, *LOOP], env={}).model, recurrence=True)
+    assert [s.norm_scale for s in plan.slots] == [1 / math.sqrt(s.layer + 1) for s in plan.slots]
+    assert plan.slots[3].norm_scale == plan.slots[6].norm_scale == plan.slots[9].norm_scale == 0.5
+    off = build_plan(load_config("smoke", ELEVEN, env={}).model)
+    assert {s.norm_scale for s in off.slots} == {1.0}
+
+
+def test_gated_skip_formula_and_init():
+    x, s = torch.randn(2, 5, 8, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64)
+    gates = torch.randn(3, 8, dtype=torch.float64)
+    g = 1 / (1 + torch.exp(-gates[1]))
+    torch.testing.assert_close(gated_skip(x, s, gates, 1), g * x + (1 - g) * s, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gated_skip(x, s, torch.zeros(3, 8, dtype=torch.float64), 0), 0.5 * (x + s))
+    assert torch.equal(gated_skip(x, x, torch.zeros(3, 8, dtype=torch.float64), 0), x)  # identity when x = s
+
+
+def test_parallel_block_formula_and_init():
+    torch.manual_seed(0)
+    model = eleven(*PARALLEL)
+    blk = model.blocks[9]
+    assert isinstance(blk, ParallelBlock) and not isinstance(model.blocks[7], ParallelBlock)
+    l0, l1, x0 = (torch.randn(2, 6, 32) for _ in range(3))
+    with torch.no_grad():
+        out = blk((l0, l1), x0, None, 0.25)
+        mix, r, p = blk.resid_mix, blk.resid_lambdas, blk.post_lambdas
+        a = blk.attn_scale * blk.mixer(_rms(mix[0] * l0 + mix[1] * x0) * 0.25, None)
+        m = blk.mlp_scale * blk.mlp(_rms(l1) * 0.25)
+        torch.testing.assert_close(out[0], r[0] * l0 + p[0, 0] * a + p[1, 0] * m, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out[1], r[1] * l1 + p[0, 1] * a + p[1, 1] * m, rtol=1e-6, atol=1e-6)
+    fresh = eleven(*PARALLEL, busy=False).blocks[9]
+    assert fresh.resid_lambdas.tolist() == pytest.approx([1.1, 1.1]) and fresh.post_lambdas.eq(1).all()
+    with torch.no_grad():
+        o0, o1 = fresh((l0, l1), x0)
+    torch.testing.assert_close(o0, 1.1 * l0) and torch.testing.assert_close(o1, 1.1 * l1)
+
+
+COMBOS = {"ln": (LN, dict(ln=True)), "gated": (GATED, dict(gated=True)), "parallel": (PARALLEL, dict(parallel_start=8)),
+          "record": ([*LN, *GATED, *PARALLEL], dict(ln=True, gated=True, parallel_start=8))}
+
+
+@pytest.mark.parametrize("name", list(COMBOS))
+@pytest.mark.parametrize("recurrence", ["no loop", "off", "on"])
+def test_the_stack_matches_the_hand_written_walk(name, recurrence):
+    """Without loop_layers, and with them before (plain order, 8 skip weights of which 5 are
+    used) and after the switch (17 virtual layers)."""
+    overrides, kw = COMBOS[name]
+    model = eleven(*overrides, *(LOOP if recurrence != "no loop" else []))
+    assert model.skip_weights.shape[0] == (5 if recurrence == "no loop" else 8)
+    model.set_recurrence(recurrence == "on")
+    ids = ids_with_docs()
+    order = RECORD_ORDER if recurrence == "on" else list(range(11))
+    with torch.no_grad():
+        torch.testing.assert_close(model.hidden(ids), reference_hidden(model, ids, order, **kw), rtol=1e-5, atol=1e-5)
+
+
+def test_the_record_stack_is_the_identity_at_init_and_declares_its_roles():
+    """Spec §5.2: zero output projections, gates 0, skip weights 1, lanes r=1.1 / P=1: every
+    block is the identity, skips give 0.5·(x + x), the lanes only scale, which the final norm undoes."""
+    model = eleven(*RECORD, busy=False)
+    roles = param_roles(model)
+    assert roles["skip_gates"].kind == "control" and model.skip_gates.shape == (8, 32)
+    assert {roles[f"blocks.{i}.{n}"].kind for i in (8, 9, 10) for n in ("resid_lambdas", "post_lambdas")} == {"control"}
+    assert "blocks.7.resid_lambdas" not in roles
+    ids = ids_with_docs()
+    with torch.no_grad():
+        x0 = model.embed(ids, None)
+        for on in (False, True):
+            model.set_recurrence(on)
+            torch.testing.assert_close(model.hidden(ids), _rms(x0), rtol=0, atol=2e-6)
+
+
+def test_the_record_stack_is_causal():
+    model = eleven(*RECORD, "model.smear_gate=true", "model.smear_form=input_gated")
+    for on in (False, True):
+        model.set_recurrence(on)
+        assert_causal(model, ids_with_docs())
