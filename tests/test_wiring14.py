@@ -277,3 +277,72 @@ def test_the_record_stack_is_causal():
     for on in (False, True):
         model.set_recurrence(on)
         assert_causal(model, ids_with_docs())
+
+
+# ---------------------------------------------------------------------------------------
+# Depth recurrence: the plans, the switch, and torch.compile's guards
+
+
+def test_the_record_plans_from_config():
+    """Spec §5.5: looped encoder [0,1,2,3,4,5,3,4], decoder [5,3,4,5,6,7,8,9,10] with skip
+    weights 0..7 and none for layer 10; plain encoder 0..4, decoder 5..10 with weights 0..4;
+    lanes from the first visit of layer 8 on, in both."""
+    cfg = load_config("smoke", [*ELEVEN, *RECORD], env={}).model
+    on, off = build_plan(cfg, recurrence=True), build_plan(cfg, recurrence=False)
+    assert [s.layer for s in on.slots] == RECORD_ORDER and on.num_encoder == 8 and on.num_skip_weights == 8
+    assert [s.skip_pop for s in on.slots[8:]] == [*range(8), None]
+    assert off.num_encoder == 5 and off.num_skip_weights == 8 and [s.skip_pop for s in off.slots[5:]] == [0, 1, 2, 3, 4, None]
+    for plan in (on, off):
+        assert [s.layer for s in plan.slots if s.lanes == 2] == [8, 9, 10]
+
+
+def test_recurrence_switches_the_forward_exactly_when_asked():
+    model = eleven(*RECORD)
+    assert model.recurrence  # built looping: eval's model
+    ids = ids_with_docs()
+    with torch.no_grad():
+        on = model.hidden(ids)
+        model.set_recurrence(False)
+        assert not model.recurrence
+        off = model.hidden(ids)
+        assert torch.equal(model.hidden(ids), off) and not torch.allclose(on, off, atol=1e-3)
+        model.set_recurrence(True)
+        assert torch.equal(model.hidden(ids), on)
+    plain = eleven()
+    plain.set_recurrence(False)  # without loop_layers both plans are the same walk
+    assert plain.plans[False] == plain.plans[True]
+
+
+def test_compiled_forward_follows_the_switch():
+    """torch.compile guards on the plan: the switch recompiles once (the compiled forward
+    changes, it is not constant-folded), and switching back reuses the first graph."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    model = eleven(*RECORD)
+    ids = ids_with_docs()
+    counter = CompileCounter()
+    compiled = torch.compile(model.hidden, backend=counter)
+    results = {}
+    with torch.no_grad():
+        model.hidden(ids)  # fills the RoPE tables' cache (Rotary's first call would recompile once on its own)
+        for on in (False, True, False, True):
+            model.set_recurrence(on)
+            out = compiled(ids)
+            results.setdefault(on, out)
+            assert torch.equal(out, results[on])
+            torch.testing.assert_close(out, model.hidden(ids), rtol=0, atol=0)
+    assert counter.frame_count == 2
+    assert not torch.allclose(results[False], results[True], atol=1e-3)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.stack.loop_layers=3,5"], "one contiguous range"),
+    (["model.stack.loop_layers=9-11"], "must name layers"),
+    (["model.stack.parallel_start=11"], "parallel_start=11"),
+    (["model.stack.loop_layers=3-5", "model.stack.parallel_start=4"], "after the looped layers"),
+])
+def test_bad_stack_settings_are_named(overrides, message):
+    with pytest.raises(PgolfError, match=message):
+        load_config("smoke", [*ELEVEN, *overrides], env={})
