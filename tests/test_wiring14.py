@@ -346,3 +346,42 @@ def test_compiled_forward_follows_the_switch():
 def test_bad_stack_settings_are_named(overrides, message):
     with pytest.raises(PgolfError, match=message):
         load_config("smoke", [*ELEVEN, *overrides], env={})
+
+
+# ---------------------------------------------------------------------------------------
+# Training and export see the new parameters
+
+
+def test_every_parameter_trains_in_both_plans():
+    """All parameters get a gradient before and after the switch (DDP needs no unused-parameter search)."""
+    model = eleven(*RECORD, "model.smear_gate=true", "model.smear_form=input_gated").train()
+    ids = ids_with_docs()
+    for on in (False, True):
+        model.zero_grad(set_to_none=True)
+        model.set_recurrence(on)
+        model(ids, ids).backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+        assert not missing, (on, missing)
+
+
+def test_the_record_stack_round_trips_through_an_artifact():
+    """Exported by the roles it declares (gate int8 row-max, controls fp32) and loaded strictly into a
+    model rebuilt from the artifact's config: controls exactly, the forward close."""
+    from pgolf.config import ExportConfig, from_dict
+    from pgolf.export.artifact import decode_artifact, encode_artifact
+    from pgolf.export.export import build_artifact
+    from pgolf.quant.encoding import dequantize_state_dict
+
+    cfg = load_config("smoke", [*ELEVEN, *RECORD, "model.smear_gate=true", "model.smear_form=input_gated"], env={})
+    model = eleven(*RECORD, "model.smear_gate=true", "model.smear_form=input_gated")
+    art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig(method="rtn", matrix_bits=8,
+                                                                                   embed_bits=8))
+    back = decode_artifact(encode_artifact(art, "plain", "zlib")[0])
+    rebuilt = GPT(from_dict({"model": back.model_config}, "artifact").model)
+    rebuilt.load_state_dict(dequantize_state_dict(back.tensors), strict=True)
+    for name in ("skip_gates", "blocks.9.resid_lambdas", "blocks.9.post_lambdas", "smear.lam"):
+        assert torch.equal(rebuilt.get_parameter(name), model.get_parameter(name)), name
+    assert rebuilt.recurrence and rebuilt.plan == model.plans[True]
+    ids = ids_with_docs()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.hidden(ids), model.hidden(ids), rtol=0, atol=0.01)
