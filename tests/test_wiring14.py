@@ -2,15 +2,24 @@
 BOS mask, LN scale, gated U-Net skips, depth recurrence and parallel residual lanes, each
 against a hand-written reference of its formula, the identity at init, with its roles declared,
 bit-identical to today's model when off, and causal."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attention_reference import DenseReference, use_backend
-from pgolf.config import load_config
+from pgolf.config import ExportConfig, from_dict, load_config
+from pgolf.errors import PgolfError
+from pgolf.export.artifact import decode_artifact, encode_artifact
+from pgolf.export.export import build_artifact
 from pgolf.model import GPT
+from pgolf.model.block import ParallelBlock
 from pgolf.model.embeddings import InputGatedSmearGate
+from pgolf.model.gpt import gated_skip
+from pgolf.model.plan import build_plan
 from pgolf.model.roles import param_roles
+from pgolf.quant.encoding import dequantize_state_dict
 
 TINY = ["model.num_layers=4", "model.model_dim=32", "model.num_heads=2", "model.num_kv_heads=1",
         "model.vocab_size=64"]
@@ -138,13 +147,6 @@ def test_static_smear_is_unchanged():
 # ---------------------------------------------------------------------------------------
 # The record's stack (spec §5.3, §5.5): LN scale, gated skips, recurrence, parallel lanes,
 # against a hand-written walk that knows nothing of plans.
-
-import math  # noqa: E402
-
-from pgolf.errors import PgolfError  # noqa: E402
-from pgolf.model.block import ParallelBlock  # noqa: E402
-from pgolf.model.gpt import gated_skip  # noqa: E402
-from pgolf.model.plan import build_plan  # noqa: E402
 
 ELEVEN = ["model.num_layers=11", "model.model_dim=32", "model.num_heads=2", "model.num_kv_heads=1",
           "model.vocab_size=64", "model.mlp_mult=2"]
@@ -367,11 +369,6 @@ def test_every_parameter_trains_in_both_plans():
 def test_the_record_stack_round_trips_through_an_artifact():
     """Exported by the roles it declares (gate int8 row-max, controls fp32) and loaded strictly into a
     model rebuilt from the artifact's config: controls exactly, the forward close."""
-    from pgolf.config import ExportConfig, from_dict
-    from pgolf.export.artifact import decode_artifact, encode_artifact
-    from pgolf.export.export import build_artifact
-    from pgolf.quant.encoding import dequantize_state_dict
-
     cfg = load_config("smoke", [*ELEVEN, *RECORD, "model.smear_gate=true", "model.smear_form=input_gated"], env={})
     model = eleven(*RECORD, "model.smear_gate=true", "model.smear_form=input_gated")
     art = build_artifact(model.state_dict(), cfg.to_dict()["model"], ExportConfig(method="rtn", matrix_bits=8,
