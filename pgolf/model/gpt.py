@@ -1,9 +1,9 @@
 """The language model: the challenge's baseline (spec §4.1) and its variants, from small modules.
 
 tok_emb (+ BigramHash) (-> input-gated SmearGate) -> RMSNorm (-> static SmearGate) -> x0; blocks of
-(mixer, relu² or LeakyReLU² MLP) with the baseline's residual mixing, walked in the order of the layer plan (pgolf.model.plan:
-with U-Net skips, encoder slots push their outputs and decoder slots first add
-skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) -> cross-entropy
+(mixer, relu² or LeakyReLU² MLP) with the baseline's residual mixing, walked in the order of the
+layer plan (pgolf.model.plan: with U-Net skips, encoder slots push their outputs and decoder
+slots first add skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) -> cross-entropy
 in fp32. The record's wiring (spec §5.5) comes from the plan and ParallelBlock: LN scale, gated
 skips (`skip_rule`), depth recurrence (two plans, `set_recurrence`) and two residual lanes.
 
