@@ -108,6 +108,21 @@ class StackConfig:
     unet_skips: bool = setting(True, "UNET_SKIPS", help="the baseline's encoder-decoder skip connections")
     attn_layers: LayerSet = setting(LayerSet(""), "ATTN_LAYERS",
                                     help="gdn: the layers that use attention instead (hybrid): all, 3-5, 0,3, ...")
+    ln_scale: bool = setting(False, "LN_SCALE",
+                             help="scale each block's normed inputs by 1/sqrt(l+1), l its physical layer (spec 5.3)")
+    skip_gates: bool = setting(False, "SKIP_GATES",
+                               help="sigmoid-gated U-Net skips: x <- lerp(w*s, x, sigmoid(gate)), gate init 0 (spec 5.5)")
+    loop_layers: LayerSet = setting(LayerSet(""), "LOOP_LAYERS",
+                                    help="depth recurrence: a contiguous range of layers (3-5) run loop_count times "
+                                         "in all once switched on (spec 5.5); '': none")
+    loop_count: int = setting(3, "LOOP_COUNT", check="positive",
+                              help="applications of loop_layers in all with recurrence on (the record: 3)")
+    loop_start_frac: float = setting(0.35, "LOOP_START_FRAC", check="unit",
+                                     help="training-time fraction at which the trainer switches recurrence on "
+                                          "(model.set_recurrence); before it the plain stack runs, eval always loops")
+    parallel_start: int = setting(-1, "PARALLEL_START_LAYER",
+                                  help="two parallel residual lanes in the layers from this physical one on "
+                                       "(spec 5.5; the record: 8); -1: off")
 
 
 @dataclass
@@ -138,7 +153,11 @@ class ModelConfig:
                                   help="BigramHash table rows; 0: no hashed n-gram embedding")
     bigram_dim: int = setting(112, "BIGRAM_DIM", check="positive")
     trigram: bool = setting(True, "TRIGRAM", help="BigramHash also looks up a trigram hash in the same table")
-    smear_gate: bool = setting(False, "SMEAR_GATE", help="static SmearGate after the embedding norm")
+    smear_gate: bool = setting(False, "SMEAR_GATE", help="a SmearGate on the embedding (its form: smear_form)")
+    smear_form: str = setting("static", "SMEAR_FORM", ("static", "input_gated"),
+                              help="static: per-dimension σ(g) mix after the embedding norm (the GDN record); "
+                                   "input_gated: the 1.0611 record's e_t += λ·σ(w·e_t[:12])·e_(t−1)·[id_t≠BOS] "
+                                   "on the raw embedding (spec 5.6)")
     doc_isolation: bool = setting(False, "DOC_ISOLATION",
                                   help="nothing crosses a BOS: recurrent state, convs, SmearGate, n-gram hashes, "
                                        "attention")
@@ -485,8 +504,25 @@ def _arch_problems(m: ModelConfig) -> list[str]:
         problems.append(f"model.stack.attn_layers={m.stack.attn_layers!r} must name layers in 0..{m.num_layers - 1}")
     if m.gdn_chunk_size < 16 or m.gdn_chunk_size & (m.gdn_chunk_size - 1):
         problems.append(f"model.gdn_chunk_size={m.gdn_chunk_size} must be a power of two >= 16")
+    problems += _stack_problems(m)
     if m.bigram_buckets == 1:
         problems.append("model.bigram_buckets must be 0 (off) or at least 2")
+    return problems
+
+
+def _stack_problems(m: ModelConfig) -> list[str]:
+    st, problems = m.stack, []
+    loop = sorted(st.loop_layers.indices(m.num_layers))
+    if st.loop_layers == "all" or (loop and loop != list(range(loop[0], loop[-1] + 1))):
+        problems.append(f"model.stack.loop_layers={st.loop_layers!r} must be one contiguous range a-b")
+    elif loop and loop[-1] >= m.num_layers:
+        problems.append(f"model.stack.loop_layers={st.loop_layers!r} must name layers in 0..{m.num_layers - 1}")
+    if not -1 <= st.parallel_start < m.num_layers:
+        problems.append(f"model.stack.parallel_start={st.parallel_start} must be -1 (off) or a layer in "
+                        f"0..{m.num_layers - 1}")
+    elif loop and loop[0] < st.parallel_start <= loop[-1]:
+        problems.append(f"model.stack.parallel_start={st.parallel_start} must come after the looped layers "
+                        f"{st.loop_layers} or at their start (a layer cannot run on one lane and then on two)")
     return problems
 
 

@@ -12,14 +12,14 @@ from torch import nn
 from pgolf.check import conditions as c
 from pgolf.check.harness import CheckPlan, format_table, random_weights, run_checks
 from pgolf.check.modes import PackedDocsMode, Scored, WindowsMode, distribution
-from pgolf.config import ModelConfig
+from pgolf.config import LayerSet, ModelConfig, StackConfig
 from pgolf.data import shards
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.metric.bytes import ByteLUT
 from pgolf.metric.ledger import ScoreLedger
 from pgolf.metric.valset import ValSet, load_val_set
 from pgolf.model import GPT
-from pgolf.model.embeddings import SmearGate
+from pgolf.model.embeddings import InputGatedSmearGate, SmearGate
 
 
 
@@ -95,6 +95,28 @@ class SmearGateWithoutBOSMask(SmearGate):
 
     def forward(self, x, segments=None):
         return super().forward(x, None)
+
+
+class InputGatedSmearGateWithoutBOSMask(InputGatedSmearGate):
+    """The record's SmearGate before its BOS fix (#1851): no mask, no document boundaries."""
+
+    def forward(self, x, segments, input_ids):
+        return super().forward(x, None, torch.full_like(input_ids, self.bos_id + 1))
+
+
+def test_the_record_wiring_keeps_documents_apart(check_data):
+    """Issue 14: the input-gated SmearGate with its BOS mask and the record's stack (LN scale, gated
+    skips, recurrence, two lanes) pass every condition in document packing; without the mask, C1 fails."""
+    stack = StackConfig(ln_scale=True, skip_gates=True, loop_layers=LayerSet("0"), loop_count=2, parallel_start=1)
+    model = tiny_model(doc_isolation=True, smear_gate=True, smear_form="input_gated", stack=stack)
+    mode = PackedDocsMode(128, check_data[1].bos_id)
+    rows = run_checks(model, plan(check_data, mode, disjoint=False))
+    assert all(r.passed for r in rows), format_table(rows, mode.name, 0)
+    leaky = InputGatedSmearGateWithoutBOSMask(model.cfg.model_dim, model.cfg.bos_id)
+    leaky.load_state_dict(model.smear.state_dict())
+    model.smear = leaky
+    rows = run_checks(model, plan(check_data, mode, disjoint=False))
+    assert conditions_failed(rows) == {"C1"}, format_table(rows, mode.name, 0)
 
 
 def test_smeargate_without_bos_mask_fails_c1(check_data):

@@ -1,4 +1,4 @@
-"""A pre-norm block with the baseline's residual mixing (spec §4.1)."""
+"""Pre-norm blocks: the baseline's residual mixing (spec §4.1) and the records' two parallel lanes (spec §5.5)."""
 from __future__ import annotations
 
 import torch
@@ -32,3 +32,27 @@ class Block(nn.Module):
         x = mix[0] * x + mix[1] * x0
         x = x + self.attn_scale.to(x.dtype) * self.mixer(rms_norm(x) * norm_scale, segments)
         return (x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * norm_scale),)
+
+
+class ParallelBlock(Block):
+    """The records' parallel residuals (spec §5.5) on two lanes: attention reads
+    resid_mix(lane0, x0), the MLP reads lane1 (no mix, so it does not see this layer's attention):
+        a = attn_scale*mixer(s*norm(mix0*lane0 + mix1*x0)),  m = mlp_scale*mlp(s*norm(lane1))
+        lane0 <- r0*lane0 + P[0,0]*a + P[1,0]*m,  lane1 <- r1*lane1 + P[0,1]*a + P[1,1]*m
+    r (resid_lambdas) init 1.1, P (post_lambdas, [sublayer, lane]) init 1. With zero output
+    projections both lanes start as 1.1·(their input), which the final RMSNorm undoes."""
+
+    def __init__(self, dim: int, mixer: nn.Module, mlp: nn.Module):
+        super().__init__(dim, mixer, mlp)
+        self.resid_lambdas = nn.Parameter(torch.full((2,), 1.1, dtype=torch.float32))
+        self.post_lambdas = nn.Parameter(torch.ones(2, 2, dtype=torch.float32))
+        declare(self, resid_lambdas=CONTROL, post_lambdas=CONTROL)
+
+    def forward(self, lanes: tuple[Tensor, ...], x0: Tensor, segments: DocSegments | None = None,
+                norm_scale: float = 1.0) -> tuple[Tensor, Tensor]:
+        lane0, lane1 = lanes
+        dt = lane0.dtype
+        mix, r, p = self.resid_mix.to(dt), self.resid_lambdas.to(dt), self.post_lambdas.to(dt)
+        a = self.attn_scale.to(dt) * self.mixer(rms_norm(mix[0] * lane0 + mix[1] * x0) * norm_scale, segments)
+        m = self.mlp_scale.to(dt) * self.mlp(rms_norm(lane1) * norm_scale)
+        return r[0] * lane0 + p[0, 0] * a + p[1, 0] * m, r[1] * lane1 + p[0, 1] * a + p[1, 1] * m

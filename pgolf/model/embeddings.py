@@ -1,11 +1,11 @@
-"""Additions to the token embedding: hashed n-gram embeddings and the static SmearGate (spec §5.13, §6.1)."""
+"""Additions to the token embedding: hashed n-gram embeddings and the SmearGates (spec §5.6, §5.13, §6.1)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
-from pgolf.model.roles import CONTROL, Role, declare, matrix
+from pgolf.model.roles import CONTROL, GATE, Role, declare, matrix
 from pgolf.model.segments import DocSegments, shift_within
 
 # the GDN record's hash multipliers (spec §6.1)
@@ -49,7 +49,10 @@ class BigramHash(nn.Module):
 
 class SmearGate(nn.Module):
     """x_t <- (1 − σ(g))·x_t + σ(g)·x_{t−1}, σ(g) per dimension, g init 0 (the GDN record's static form).
-    x_{t−1} is zero at a row start and, with segments, at a BOS (so no document reaches into the next)."""
+    x_{t−1} is zero at a row start and, with segments, at a BOS (so no document reaches into the next).
+    It smears the normed embedding (`before_norm` False)."""
+
+    before_norm = False
 
     def __init__(self, dim: int):
         super().__init__()
@@ -59,3 +62,25 @@ class SmearGate(nn.Module):
     def forward(self, x: Tensor, segments: DocSegments | None = None) -> Tensor:
         s = torch.sigmoid(self.gate).to(x.dtype)
         return (1 - s) * x + s * shift_within(x, 1, segments)
+
+
+class InputGatedSmearGate(nn.Module):
+    """The 1.0611 record's SmearGate (spec §5.6), on the raw embedding (`before_norm`):
+    e_t <- e_t + λ·σ(w·e_t[:window])·e_{t−1}·[id_t ≠ BOS], w (a window -> 1 gate row) and λ zero-init,
+    so it starts as the identity. The BOS mask is always on (with or without segments): the last
+    token of one document never reaches the next one's BOS. With segments, e_{t−1} is also zero
+    at any other document start (a row start is one too)."""
+
+    before_norm = True
+
+    def __init__(self, dim: int, bos_id: int, window: int = 12):
+        super().__init__()
+        self.bos_id, self.window = bos_id, min(window, dim)
+        self.gate = CastedLinear(self.window, 1, zero_init=True, role=GATE)
+        self.lam = nn.Parameter(torch.zeros(1, dtype=torch.float32))
+        declare(self, lam=CONTROL)
+
+    def forward(self, x: Tensor, segments: DocSegments | None, input_ids: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate(x[..., : self.window]))  # [B, T, 1]
+        keep = (input_ids != self.bos_id).unsqueeze(-1).to(x.dtype)
+        return x + self.lam.to(x.dtype) * g * shift_within(x, 1, segments) * keep

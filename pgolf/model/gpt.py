@@ -1,10 +1,11 @@
 """The language model: the challenge's baseline (spec §4.1) and its variants, from small modules.
 
-tok_emb (+ BigramHash) -> RMSNorm (-> SmearGate) -> x0; blocks of (mixer, relu² or LeakyReLU² MLP) with
-the baseline's residual mixing, walked in the order of the layer plan (pgolf.model.plan:
-with U-Net skips, encoder slots push their outputs and decoder slots first add
-skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) -> cross-entropy
-in fp32.
+tok_emb (+ BigramHash) (-> input-gated SmearGate) -> RMSNorm (-> static SmearGate) -> x0; blocks of
+(mixer, relu² or LeakyReLU² MLP) with the baseline's residual mixing, walked in the order of the
+layer plan (pgolf.model.plan: with U-Net skips, encoder slots push their outputs and decoder
+slots first add skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) -> cross-entropy
+in fp32. The record's wiring (spec §5.5) comes from the plan and ParallelBlock: LN scale, gated
+skips (`skip_rule`), depth recurrence (two plans, `set_recurrence`) and two residual lanes.
 
 The mixer is attention (arch "transformer") or GatedDeltaNet (arch "gdn", optionally with
 some attention layers and K/V sharing, spec §6.1). With doc_isolation, the model finds
@@ -19,8 +20,8 @@ from torch import Tensor, nn
 from pgolf.config import ModelConfig, attention_layers
 from pgolf.model.attention import build_attention
 from pgolf.model.attention_backends import choose_backend
-from pgolf.model.block import Block
-from pgolf.model.embeddings import BigramHash, SmearGate
+from pgolf.model.block import Block, ParallelBlock
+from pgolf.model.embeddings import BigramHash, InputGatedSmearGate, SmearGate
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.init import apply_init
 from pgolf.model.layers import CastedLinear, rms_norm
@@ -52,8 +53,26 @@ def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Blo
             owner = blocks[i - i % cfg.kv_share_stride].mixer if i % cfg.kv_share_stride else None
             mixer = GatedDeltaNet(d, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size, cfg.gdn_chunk_size,
                                   owner if isinstance(owner, GatedDeltaNet) else None, cfg.gdn_backend)
-        blocks.append(Block(d, mixer, build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl)))
+        block = ParallelBlock if 0 <= cfg.stack.parallel_start <= i else Block  # two lanes from there on
+        blocks.append(block(d, mixer, build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl)))
     return blocks
+
+
+def build_smear(cfg: ModelConfig) -> nn.Module | None:
+    """The configured SmearGate (spec §5.6), or None."""
+    if not cfg.smear_gate:
+        return None
+    return SmearGate(cfg.model_dim) if cfg.smear_form == "static" else InputGatedSmearGate(cfg.model_dim, cfg.bos_id)
+
+
+def add_skip(x: Tensor, ws: Tensor, gates: Tensor | None, j: int) -> Tensor:
+    """The baseline's U-Net skip: x + w_j ⊙ s (ws = w_j ⊙ s)."""
+    return x + ws
+
+
+def gated_skip(x: Tensor, ws: Tensor, gates: Tensor, j: int) -> Tensor:
+    """The records' gated skip (spec §5.5): lerp(w_j⊙s, x, σ(gate_j)) = w_j⊙s + σ(gate_j)⊙(x − w_j⊙s)."""
+    return torch.lerp(ws, x, torch.sigmoid(gates[j]).to(x.dtype))
 
 
 def merge_lanes(lanes: tuple[Tensor, ...]) -> Tensor:
@@ -67,7 +86,10 @@ class GPT(nn.Module):
         choice, like `ce` in forward, so it is not part of the model's config or artifact."""
         super().__init__()
         self.cfg = cfg
-        self.plan = build_plan(cfg)
+        # Both plans of the stack (the same one without model.stack.loop_layers); the model is
+        # built looping, as eval always runs it (spec §5.5); the trainer switches (set_recurrence).
+        self.plans = {False: build_plan(cfg, recurrence=False), True: build_plan(cfg, recurrence=True)}
+        self.plan = self.plans[True]
         self.has_attention = bool(attention_layers(cfg))
         self.attention_backend = (choose_backend(cfg.attention.backend, cfg.doc_isolation) if self.has_attention
                                   else None)
@@ -75,8 +97,11 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bigram = (BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.trigram) if cfg.bigram_buckets
                        else None)
-        self.smear = SmearGate(d) if cfg.smear_gate else None
+        self.smear = build_smear(cfg)
         self.skip_weights = nn.Parameter(torch.ones(self.plan.num_skip_weights, d))
+        self.skip_gates = (nn.Parameter(torch.zeros(self.plan.num_skip_weights, d)) if cfg.stack.skip_gates
+                           else None)
+        self.skip_rule = gated_skip if cfg.stack.skip_gates else add_skip
         self.blocks = nn.ModuleList(build_blocks(cfg, self.attention_backend, mlp_impl))
         self.lm_head = (None if cfg.tie_embeddings else
                         CastedLinear(d, cfg.vocab_size, zero_init=True, role=Role("head", group="head", hot=True)))
@@ -84,9 +109,22 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         declare(self.tok_emb, weight=Role("embedding", group="tok_emb", hot=True, tied=cfg.tie_embeddings))
-        declare(self, skip_weights=CONTROL)
+        declare(self, skip_weights=CONTROL, **({"skip_gates": CONTROL} if cfg.stack.skip_gates else {}))
         apply_init(self, cfg.init)
         param_roles(self)  # every parameter has exactly one role, or this names the one that has not
+
+    @property
+    def recurrence(self) -> bool:
+        """Whether the forward walks the looped plan (always True without model.stack.loop_layers)."""
+        return self.plan is self.plans[True]
+
+    def set_recurrence(self, on: bool) -> None:
+        """Walk the looped plan (on) or the plain one. The trainer calls set_recurrence(False)
+        before its first step and set_recurrence(True) once the training-time fraction reaches
+        model.stack.loop_start_frac; eval, export and GPTQ calibration run with it on (the
+        default). torch.compile guards on the plan, so a switch recompiles once, and switching
+        back reuses the first graph."""
+        self.plan = self.plans[bool(on)]
 
     def documents(self, input_ids: Tensor) -> DocSegments | None:
         """The batch's documents (doc_isolation), with the attention backend's mask built once."""
@@ -96,12 +134,16 @@ class GPT(nn.Module):
         return segments.with_attention(self.attention_backend.prepare(segments)) if self.has_attention else segments
 
     def embed(self, input_ids: Tensor, segments: DocSegments | None) -> Tensor:
-        """x0: the normed token (+ n-gram) embedding, smeared."""
+        """x0: the normed token (+ n-gram) embedding, smeared before the norm (input-gated
+        SmearGate) or after it (static SmearGate)."""
         x = self.tok_emb(input_ids)
         if self.bigram is not None:
             x = x + self.bigram(input_ids, segments).to(x.dtype)
+        smear = self.smear
+        if smear is not None and smear.before_norm:
+            x = smear(x, segments, input_ids)
         x = rms_norm(x)
-        return x if self.smear is None else self.smear(x, segments)
+        return x if smear is None or smear.before_norm else smear(x, segments)
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """Final-normed hidden states [B, T, D]: the walk over the plan's slots."""
@@ -111,7 +153,8 @@ class GPT(nn.Module):
         for slot in self.plan.slots:
             lanes = lanes + lanes[-1:] * (slot.lanes - len(lanes))  # a fork copies the last lane
             if slot.skip_pop is not None:
-                lanes = (lanes[0] + self.skip_weights[slot.skip_pop].to(lanes[0].dtype) * skips.pop(), *lanes[1:])
+                ws = self.skip_weights[slot.skip_pop].to(lanes[0].dtype) * skips.pop()
+                lanes = (self.skip_rule(lanes[0], ws, self.skip_gates, slot.skip_pop), *lanes[1:])
             lanes = self.blocks[slot.layer](lanes, x0, segments, slot.norm_scale)
             if slot.skip_push:
                 skips.append(lanes[0])

@@ -16,6 +16,7 @@ of physical layers plus these per-slot decisions.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -83,9 +84,37 @@ def plan_from_order(order: Sequence[int], num_layers: int, unet_skips: bool, num
     return LayerPlan(tuple(slots), num_layers, weights).check()
 
 
-def build_plan(cfg: ModelConfig) -> LayerPlan:
-    """Today's models: each physical layer once, in order, with the baseline's U-Net skips or none."""
-    return plan_from_order(range(cfg.num_layers), cfg.num_layers, cfg.stack.unet_skips)
+def ln_scale(layer: int) -> float:
+    """The records' LN scale (spec §5.3): 1/sqrt(l+1), l the *physical* layer (PR #315)."""
+    return 1.0 / math.sqrt(layer + 1)
+
+
+def build_plan(cfg: ModelConfig, recurrence: bool = False) -> LayerPlan:
+    """The plan of `cfg`'s stack: each physical layer once, in order (or, with `recurrence` and
+    model.stack.loop_layers set, the looped order), with the baseline's U-Net skips or none,
+    the LN scale of model.stack.ln_scale, and two lanes from model.stack.parallel_start on.
+
+    Both plans of a looped model keep the looped plan's number of skip weights (spec §5.5:
+    fixed at construction), so switching recurrence changes no parameter's shape."""
+    st, n = cfg.stack, cfg.num_layers
+    loop = sorted(st.loop_layers.indices(n))
+    looped = looped_order(n, range(loop[0], loop[-1] + 1), st.loop_count - 1) if loop else list(range(n))
+    order = looped if recurrence else list(range(n))
+    weights = None
+    if loop and st.unet_skips:
+        weights = min(len(looped) // 2, len(looped) - len(looped) // 2)
+    return plan_from_order(order, n, st.unet_skips, weights, lanes_from=parallel_from(order, st.parallel_start),
+                           norm_scale=ln_scale if st.ln_scale else (lambda layer: 1.0))
+
+
+def parallel_from(order: Sequence[int], start: int) -> int | None:
+    """The first virtual position whose layer is >= start (-1: None); those layers must be the order's tail."""
+    if start < 0:
+        return None
+    tail = [i for i, layer in enumerate(order) if layer >= start]
+    assert tail == list(range(len(order) - len(tail), len(order))), \
+        f"the layers from {start} on are not the tail of the order {order}"
+    return tail[0] if tail else None
 
 
 def looped_order(num_layers: int, loop: range, loops: int) -> list[int]:
