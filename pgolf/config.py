@@ -440,6 +440,11 @@ def _preset_chain(preset: str | os.PathLike, seen: tuple[Path, ...] = (),
     return [*_preset_chain(base, (*seen, path.resolve()), path.parent), (path, table)]
 
 
+def preset_files(preset: str | os.PathLike) -> list[Path]:
+    """The TOML files a preset reads: the ones it extends (recursively) first, then itself."""
+    return [path for path, _ in _preset_chain(preset)]
+
+
 def apply_preset(cfg: Config, preset: str | os.PathLike) -> None:
     for path, table in _preset_chain(preset):
         _set_table(cfg, table, "", str(path))

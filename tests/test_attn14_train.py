@@ -2,10 +2,9 @@
 (the gate in Adam's scalar group), export (the gate int8 row-max) and score from the file."""
 import math
 
-import torch
-
 from conftest import tiny_config, train_losses
 from pgolf.eval.scoring import score_artifact
+from pgolf.train.checkpoint import load_checkpoint
 from pgolf.train.trainer import run_training
 
 RECORD_ATTENTION = ("model.attention.xsa=all", "model.attention.sparse_gate=true",
@@ -22,6 +21,6 @@ def test_record_attention_trains_exports_and_scores(tmp_path, tiny_data):
     assert abs(result.final.val_bpb - result.prequant.val_bpb) < 0.02  # the int8 gates round-trip
     again = score_artifact(result.export.path, seq_len=64, stride=0, batch_tokens=4096, device="cpu")
     assert again["val_bpb"] == result.final.val_bpb
-    state = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)
+    state = load_checkpoint(result.run_dir / "checkpoint.pt")
     gates = [v for k, v in state["model"].items() if k.endswith("outputs.gate.weight")]
     assert len(gates) == 2 and all(g.abs().sum() > 0 for g in gates)  # the zero-init gates learned

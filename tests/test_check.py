@@ -48,8 +48,9 @@ def check_data(tmp_path_factory, own_tokenizer, bbc_docs):
     return out, load_tokenizer(own_tokenizer.path)
 
 
-def tiny_model(**kw) -> GPT:
+def tiny_model(attn_layers: str = "", **kw) -> GPT:
     cfg = ModelConfig(vocab_size=1024, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2, **kw)
+    cfg.stack.attn_layers = LayerSet(attn_layers)
     torch.manual_seed(0)
     return random_weights(GPT(cfg))
 

@@ -42,7 +42,7 @@ def test_dry_run_writes_both_files_and_every_part_runs(tmp_path):
     assert all(p["status"] == "done" for p in results["parts"]), results["parts"]
     checks = [c for c in results["correctness"] if "passed" in c]
     assert {c["op"] for c in checks} == {"softcapped_ce", "linear_softcapped_ce", "newton_schulz", "int6_matmul",
-                                         "gdn_chunk_scan"}
+                                         "gdn_chunk_scan", "leaky_relu2_mlp"}
     assert {c["mode"] for c in checks} >= {"eager", "compiled", "kernel"}
     assert all(c["passed"] for c in checks), [c for c in checks if not c["passed"]]
     skipped = [row for sec in ("micro", "train", "eval") for row in results[sec] if row.get("status") == "skipped"]
@@ -138,7 +138,7 @@ def planted(reference):
 def test_every_correctness_check_fails_on_a_planted_wrong_output(monkeypatch):
     ctx, checks = all_checks(monkeypatch)
     assert {c.op for c in checks} == {"softcapped_ce", "linear_softcapped_ce", "newton_schulz", "int6_matmul",
-                                      "gdn_chunk_scan"}
+                                      "gdn_chunk_scan", "leaky_relu2_mlp"}
     assert {c.mode for c in checks} == {"eager", "compiled", "kernel"}
     for check in checks:
         wrong = Check(check.op, check.name, check.mode, planted(check.reference), check.reference, check.tol,

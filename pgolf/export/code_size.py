@@ -17,7 +17,6 @@ from pathlib import Path
 from pgolf.config import PRESET_DIR
 from pgolf.export.trace import archive_name, import_closure
 
-ENTRIES = ("pgolf.train.__main__", "pgolf.eval.scoring")  # train (and export) a model; score its artifact
 CODE_MODES = ("raw", "wrapped")
 
 
@@ -35,7 +34,7 @@ def code_files() -> list[tuple[str, Path]]:
     function-level imports, kernels loaded by name; the CUDA sources in csrc/ when pgolf._C is
     imported, since they add capability), and the presets. Tools a run never imports (the data
     pipeline's writers, check, submit, stats, the rest of the CLI) are not shipped or counted."""
-    closure = import_closure(ENTRIES)
+    closure = import_closure()
     files = [(archive_name(module, path), path) for module, path in closure.modules.items()]
     configs = PRESET_DIR.resolve()
     files += [(f"pgolf/{p.relative_to(configs.parent).as_posix()}", p) for p in sorted(configs.glob("*.toml"))]

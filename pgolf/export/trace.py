@@ -25,7 +25,8 @@ from pgolf.errors import PgolfError
 ROOTS = {"pgolf": Path(pgolf.__file__).resolve().parent, "pgolf_kernels": Path(pgolf_kernels.__file__).resolve().parent}
 NATIVE_MODULE = "pgolf._C"
 NATIVE_SUFFIXES = (".cu", ".cuh", ".cpp", ".h")
-ENTRY_MODULES = ("pgolf.config", "pgolf.train.trainer", "pgolf.eval.scoring")  # train; score an artifact
+# train (python -m pgolf.train: its parser, the trainer, export); score an artifact
+ENTRY_MODULES = ("pgolf.config", "pgolf.train.__main__", "pgolf.train.trainer", "pgolf.eval.scoring")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import brotli
 
-from pgolf.config import preset_path
+from pgolf.config import preset_files, preset_path
 from pgolf.errors import PgolfError
 from pgolf.export.trace import Closure, archive_name, import_closure
 
@@ -98,7 +98,8 @@ def pack(preset: str, closure: Closure | None = None) -> Packed:
         text = path.read_text(encoding="utf-8")
         source_bytes += len(text.encode("utf-8"))
         files[f"csrc/{path.name}"] = text  # counted (it adds capability); not built by the script
-    files[f"pgolf/configs/{name}.toml"] = toml.read_text(encoding="utf-8")
+    for path in preset_files(toml):  # the preset and those it extends (`extends = "baseline"`)
+        files[f"pgolf/configs/{path.stem}.toml"] = path.read_text(encoding="utf-8")
     program = _BOOTSTRAP.format(files=files, preset=name)
     blob = base64.b85encode(brotli.compress(program.encode("utf-8"), quality=11)).decode("ascii")
     script = (WRAPPER_HEAD + f'exec(brotli.decompress(base64.b85decode("{blob}")))\n').encode("ascii")
