@@ -22,16 +22,6 @@ from pgolf.model import GPT
 from pgolf.model.embeddings import InputGatedSmearGate, SmearGate
 
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: two threads on a shared, loaded CPU are several times slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def check_data(tmp_path_factory, own_tokenizer, bbc_docs):
     """Short documents (the distinct paragraphs of 150 articles: many documents per window), 60 of them

@@ -19,17 +19,6 @@ from pgolf.export.trace import import_closure
 pytest.importorskip("python_minifier")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: two threads on a shared, loaded CPU are several times slower than one."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def packed_smoke():
     return pack("smoke")
