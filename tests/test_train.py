@@ -147,3 +147,29 @@ def test_compiled_model_trains_like_eager(tmp_path, tiny_data):
     for a, b in zip(compiled_losses, eager_losses):
         assert math.isclose(a, b, rel_tol=1e-4)
     assert math.isclose(compiled.final.val_bpb, eager.final.val_bpb, rel_tol=1e-4)
+
+
+def test_depth_recurrence_switches_on_at_its_training_fraction(tmp_path, tiny_data):
+    """Spec 5.5: the looped plan is off until loop_start_frac of training (here of 8 steps: step 4),
+    then on, and on for everything after the loop (the artifact is scored with it)."""
+    result = run_training(tiny_config(tiny_data, tmp_path, "model.num_layers=4", "model.stack.loop_layers=1-2",
+                                      "model.stack.loop_count=2", "model.stack.loop_start_frac=0.5"))
+    events = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    on = [e for e in events if e["event"] == "recurrence_on"]
+    assert len(on) == 1 and on[0]["step"] == 4, on
+    looped_losses = train_losses(result.run_dir)
+    plain = run_training(tiny_config(tiny_data, tmp_path, "run.name=plain", "model.num_layers=4",
+                                     "model.stack.loop_layers=1-2", "model.stack.loop_count=2",
+                                     "model.stack.loop_start_frac=1.0"))
+    plain_losses = train_losses(plain.run_dir)
+    assert looped_losses[:4] == plain_losses[:4]  # the same plain plan until the switch
+    assert looped_losses[4] != plain_losses[4]
+
+
+def test_late_qat_reads_the_warmdown_not_the_lr_warmup(tmp_path, tiny_data):
+    """With an LR warmup, lr_mul starts near 0: QAT must still wait for the warmdown (here
+    (8 - 7) / 3 < 0.5 first at step 7), or it would run the whole training (the gdn preset)."""
+    result = run_training(tiny_config(tiny_data, tmp_path, "model.model_dim=256", "export.matrix_bits=6",
+                                      "train.lr_warmup_steps=3", "train.qat_threshold=0.5"))
+    events = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "qat_on"] == [7]

@@ -35,18 +35,21 @@ class LRSchedule:
         return cls(cfg.iterations, cfg.warmdown_iters, cfg.lr_warmup_steps, time_based, horizon)
 
     def lr_mul(self, step: int, elapsed_ms: float) -> float:
-        mul = 1.0
-        if self.lr_warmup_steps > 0:
-            mul = min(1.0, (step + 1) / self.lr_warmup_steps)
+        warmup = min(1.0, (step + 1) / self.lr_warmup_steps) if self.lr_warmup_steps > 0 else 1.0
+        return warmup * self.warmdown_mul(step, elapsed_ms)
+
+    def warmdown_mul(self, step: int, elapsed_ms: float) -> float:
+        """The warmdown factor alone (1 until the warmdown starts, then down to 0): what late QAT's
+        threshold is read against, so the LR warmup's small multipliers never switch it on."""
         if self.warmdown_iters <= 0:
-            return mul
+            return 1.0
         if self.time_based:
             warmdown_ms = self.warmdown_iters * elapsed_ms / max(step, 1)
             remaining_ms = max(self.horizon_ms - elapsed_ms, 0.0)
-            return mul * (remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0)
+            return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
         if step >= self.iterations - self.warmdown_iters:
-            return mul * max((self.iterations - step) / self.warmdown_iters, 0.0)
-        return mul
+            return max((self.iterations - step) / self.warmdown_iters, 0.0)
+        return 1.0
 
 
 def muon_momentum(step: int, cfg: OptimConfig) -> float:

@@ -103,6 +103,8 @@ class Trainer:
         self.data_fingerprint = dataset_fingerprint(cfg.data.path, cfg.data.tokenizer)
 
         self.model = prepare_for_device(GPT(cfg.model, mlp_impl=cfg.train.mlp_impl), self.device)
+        self.looped = bool(cfg.model.stack.loop_layers)  # depth recurrence: off until loop_start_frac (spec 5.5)
+        self.model.set_recurrence(not self.looped)
         self.compiled = torch.compile(self.model, dynamic=False, fullgraph=True) if cfg.run.compile else self.model
         self.optimizers, self.muon = build_optimizers(self.model, cfg.optim)
         self.muon_param_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
@@ -140,6 +142,7 @@ class Trainer:
         self._prime()
         self._start_resumed()
         self.prequant = self._train_loop()
+        self.model.set_recurrence(True)  # Hessians, export and the final score walk the full plan
         self.log.close()
         if self.device.type == "cuda":
             self.log.event("memory", peak_allocated_mib=torch.cuda.max_memory_allocated() // 2**20,
@@ -166,14 +169,28 @@ class Trainer:
                     return prequant  # the clock stays paused: what follows is not the loop
                 clock.start()
             lr_mul = self.schedule.lr_mul(self.step, elapsed)
-            if not self.qat_on and lr_mul < cfg.qat_threshold:
+            # The warmdown alone (not the LR warmup) says when late QAT starts; it only falls, so a
+            # resumed run switches QAT on again at its first step if it was on before.
+            if not self.qat_on and self.schedule.warmdown_mul(self.step, elapsed) < cfg.qat_threshold:
                 self._start_qat()
+            self._update_recurrence(elapsed)
             loss = self._train_step(lr_mul)
             self.step += 1
             self._log_step(loss, lr_mul)
             if _due(self.step, cfg.checkpoint_every):
                 with clock.paused():
                     self._save_checkpoint(f"checkpoint_step{self.step}.pt")
+
+    def _update_recurrence(self, elapsed_ms: float) -> None:
+        """Switch depth recurrence on once the training fraction reaches model.stack.loop_start_frac:
+        of the clock's stop when the run is capped (as the records), else of train.iterations."""
+        if not self.looped or self.model.recurrence:
+            return
+        stop = self.clock.stop_ms
+        fraction = elapsed_ms / stop if stop else self.step / max(self.cfg.train.iterations, 1)
+        if fraction >= self.cfg.model.stack.loop_start_frac:
+            self.model.set_recurrence(True)
+            self.log.event("recurrence_on", step=self.step, train_time_ms=elapsed_ms)
 
     def post_training_stages(self) -> list[Callable[[], None]]:
         """What follows the loop, in order. Weight averaging goes first when it lands (every later
@@ -270,8 +287,12 @@ class Trainer:
         model_state = copy.deepcopy(self.model.state_dict())
         opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
         loader_state = self.loader.state_dict()
-        for _ in range(n):
-            self._train_step(1.0)
+        for plan in ((False, True) if self.looped else (False,)):  # compile every plan the run will walk
+            if self.looped:
+                self.model.set_recurrence(plan)
+            for _ in range(n):
+                self._train_step(1.0)
+        self.model.set_recurrence(not self.looped)
         self.model.load_state_dict(model_state)
         for opt, state in zip(self.optimizers, opt_states):
             opt.load_state_dict(state)
