@@ -560,6 +560,9 @@ def _attention_problems(m: ModelConfig) -> list[str]:
 def validate(cfg: Config) -> None:
     m, t, e = cfg.model, cfg.train, cfg.eval
     problems = _range_problems(cfg)
+    if t.qat_threshold > 0 and cfg.export.matrix_bits != 6:  # QAT fakes int6 codes (pgolf.ops.int6_matmul)
+        problems.append(f"train.qat_threshold={t.qat_threshold} trains against int6 codes, but export.matrix_bits="
+                        f"{cfg.export.matrix_bits}: set export.matrix_bits=6 or train.qat_threshold=0")
     if m.num_heads > 0 and m.model_dim % m.num_heads:
         problems.append(f"model.model_dim={m.model_dim} must be divisible by model.num_heads={m.num_heads}")
     elif m.num_heads > 0 and (m.model_dim // m.num_heads) % 2:

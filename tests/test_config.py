@@ -63,6 +63,7 @@ def test_every_baseline_env_name_is_mapped():
     (["MAX_WALLCLOCK_SECONDS=-5"], {}, "train.max_wallclock_seconds must not be negative"),
     (["optim.beta2=1.0"], {}, "optim.beta2 must be in \\[0, 1\\)"),
     (["train.qat_threshold=2"], {}, "train.qat_threshold must be in \\[0, 1\\]"),
+    (["train.qat_threshold=0.15"], {}, "trains against int6 codes, but export.matrix_bits=8"),
     (["model.attention.rope_base=0"], {}, "model.attention.rope_base must be positive"),
     (["model.attention.rope_dims=15"], {}, "model.attention.rope_dims=15 must be even"),
     (["model.attention.rope_dims=64"], {}, "at most the head dim 32"),

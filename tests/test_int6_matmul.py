@@ -67,7 +67,7 @@ def test_late_qat_switches_on_and_changes_training(tmp_path, tiny_data):
     plain = run_training(tiny_config(tiny_data, tmp_path, "run.name=plain", "model.model_dim=256",
                                      "train.iterations=8", "train.warmdown_iters=4"))
     qat = run_training(tiny_config(tiny_data, tmp_path, "run.name=qat", "model.model_dim=256", "train.iterations=8",
-                                   "train.warmdown_iters=4", "train.qat_threshold=0.6"))
+                                   "train.warmdown_iters=4", "train.qat_threshold=0.6", "export.matrix_bits=6"))
     import json
 
     events = [json.loads(l) for l in (qat.run_dir / "metrics.jsonl").read_text().splitlines()]
