@@ -132,3 +132,13 @@ def test_bad_options(tmp_path, corpus, own_tokenizer):
         run(corpus, own_tokenizer, tmp_path, shard_tokens=0)
     with pytest.raises(PgolfError, match="tokenizer .*missing.model does not exist"):
         run(corpus, type(own_tokenizer)(path=tmp_path / "missing.model", sp=None), tmp_path)
+
+
+def test_a_val_split_missing_a_shard_is_refused(tmp_path, corpus, own_tokenizer):
+    """Without the check, the remaining shards would be scored as the val set (a different number)."""
+    manifest = run(corpus, own_tokenizer, tmp_path, shard_tokens=4_000)
+    val_shards = [e["name"] for e in manifest["splits"]["val"]["shards"]]
+    assert len(val_shards) > 1
+    (tmp_path / val_shards[-1]).unlink()
+    with pytest.raises(PgolfError, match=f"val shards on disk are not the ones it lists \\(missing: {val_shards[-1]}"):
+        load_val_set(tmp_path, own_tokenizer)

@@ -86,3 +86,21 @@ def check_tokenizer(directory: str | Path, tokenizer_path: str | Path) -> None:
             f"tokenizer {tokenizer_path} is not the one {Path(directory) / MANIFEST_NAME} was prepared with "
             f"(sha256 {got[:12]}… vs {want[:12]}…, recorded path {recorded}); scoring with it would give a wrong val_bpb"
         )
+
+
+def check_split(directory: str | Path, split: str, files: list[Path], tokens: int) -> None:
+    """The split's shards are the ones the manifest lists, with its token count (when it has one):
+    a val split missing a shard would otherwise score a different, smaller set without a word."""
+    m = read_manifest(directory)
+    if m is None:
+        return
+    listed = m["splits"][split]["shards"]
+    want_names, got_names = [e["name"] for e in listed], [p.name for p in files]
+    if got_names != want_names:
+        missing, extra = sorted(set(want_names) - set(got_names)), sorted(set(got_names) - set(want_names))
+        raise PgolfError(f"{Path(directory) / MANIFEST_NAME}: the {split} shards on disk are not the ones it lists "
+                         f"(missing: {', '.join(missing) or 'none'}; not listed: {', '.join(extra) or 'none'})")
+    want_tokens = sum(e["tokens"] for e in listed)
+    if tokens != want_tokens:
+        raise PgolfError(f"{Path(directory) / MANIFEST_NAME}: the {split} shards hold {tokens:,} tokens, "
+                         f"the manifest {want_tokens:,}")

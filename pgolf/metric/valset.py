@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from pgolf.data import shards
-from pgolf.data.manifest import check_tokenizer
+from pgolf.data.manifest import check_split, check_tokenizer
 from pgolf.data.tokenizer import Tokenizer
 from pgolf.errors import PgolfError
 from pgolf.metric.bpb import BPBAccumulator
@@ -40,6 +40,7 @@ def load_val_set(data_dir: str | Path, tokenizer: Tokenizer) -> ValSet:
     """
     check_tokenizer(data_dir, tokenizer.path)
     tokens = shards.load_split(data_dir, "val", vocab_size=tokenizer.vocab_size)
+    check_split(data_dir, "val", shards.list_token_shards(data_dir, "val"), int(tokens.size))
     if tokens.size < 2:
         raise PgolfError(f"{data_dir}: the val split holds {tokens.size} tokens; nothing to score")
     if int(tokens[0]) != tokenizer.bos_id:
