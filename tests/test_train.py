@@ -173,3 +173,21 @@ def test_late_qat_reads_the_warmdown_not_the_lr_warmup(tmp_path, tiny_data):
                                       "train.lr_warmup_steps=3", "train.qat_threshold=0.5"))
     events = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["event"] == "qat_on"] == [7]
+
+
+def test_diverged_weights_are_not_exported(tmp_path, tiny_data):
+    """Finite losses, weights past what the artifact stores (fp16 passthrough): a clear error, no artifact."""
+    cfg = tiny_config(tiny_data, tmp_path, "train.iterations=1", "optim.matrix_lr=1e38", "optim.scalar_lr=1e38",
+                      "optim.tied_embed_lr=1e38")
+    with pytest.raises(PgolfError, match="is not finite as stored"):
+        run_training(cfg)
+    assert not (tmp_path / "t" / "model.pgolf").exists()
+
+
+def test_export_refuses_non_finite_tensors():
+    from pgolf.config import ExportConfig
+    from pgolf.model.roles import CONTROL
+    from pgolf.quant.recipe import quantize_state
+
+    with pytest.raises(PgolfError, match="tensor w is not finite as stored"):
+        quantize_state({"w": torch.tensor([1.0, float("nan")])}, ExportConfig(), {"w": CONTROL})

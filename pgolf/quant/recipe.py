@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from pgolf.config import ExportConfig
+from pgolf.errors import PgolfError
 from pgolf.model.roles import Role, RoleError
 from pgolf.quant.encoding import Encoded, decode
 from pgolf.quant.gptq import gptq_codes, sdclip_scale
@@ -87,6 +88,10 @@ def quantize_state(state: dict[str, Tensor], cfg: ExportConfig, roles: Mapping[s
         if name not in roles:
             raise RoleError(f"tensor {name} has no parameter role: its model does not declare it")
         out[name] = _encode(t, roles[name], cfg, (hessians or {}).get(name))
+        if not bool(torch.isfinite(t).all()) or not bool(torch.isfinite(decode(out[name]).float()).all()):
+            # nan/inf weights, or values past what their stored form holds (fp16 passthrough, fp16 scales)
+            raise PgolfError(f"not exported: tensor {name} is not finite as stored (largest |value| "
+                             f"{float(t.float().abs().nan_to_num(float('inf')).max()):.3g}): the model diverged")
     if cfg.lqer_top > 0:
         _add_lqer(out, state, roles, cfg)
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import dataclasses
 import datetime
 import random
@@ -375,6 +376,9 @@ class Trainer:
         result = self._validate(self.compiled)
         self.log.event("val", step=self.step, val_loss=result.val_loss, val_bpb=result.val_bpb,
                        train_time_ms=self.clock.train_ms)
+        if not math.isfinite(result.val_loss):  # finite training losses, diverged weights: no artifact from them
+            raise PgolfError(f"validation at step {self.step} gave val_loss {result.val_loss}: the model diverged "
+                             "(lower the learning rates); nothing was exported")
         return result
 
     def _validate(self, model: torch.nn.Module, stride: int = 0) -> BPBResult:
@@ -448,6 +452,8 @@ class Trainer:
         with self.clock.timed() as watch:
             self.final = self._validate(model, self.cfg.eval.stride)
         self.eval_seconds = watch.seconds
+        if not math.isfinite(self.final.val_loss):
+            raise PgolfError(f"{self.report.path} scores val_loss {self.final.val_loss}: not a usable artifact")
         self.log.event("final_roundtrip", val_loss=self.final.val_loss, val_bpb=self.final.val_bpb,
                        stride=self.cfg.eval.stride, eval_time_ms=1000.0 * watch.seconds, tokens=self.final.token_count,
                        bytes=self.final.byte_count, within_eval_budget=self.clock.within_eval_budget(watch.seconds))
