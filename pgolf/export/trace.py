@@ -95,8 +95,16 @@ def import_closure(entries: tuple[str, ...] = ENTRY_MODULES) -> Closure:
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
         todo += sorted(imported_names(name, path))
     csrc = ROOTS["pgolf"].parent / "csrc"
-    sources = tuple(sorted(p for p in csrc.glob("*") if p.suffix in NATIVE_SUFFIXES)) if native and csrc.is_dir() else ()
+    used = set(modules) | ({NATIVE_MODULE} if native else set())
+    sources = tuple(sorted(p for p in csrc.glob("*") if p.suffix in NATIVE_SUFFIXES and native_of(p) in used)
+                    ) if csrc.is_dir() else ()
     return Closure(dict(sorted(modules.items())), sources)
+
+
+def native_of(source: Path) -> str:
+    """The module whose capability a csrc/ source is: the n-gram state build is loaded (with ctypes)
+    by pgolf.ngram.native; every other source builds pgolf._C (setup.py)."""
+    return "pgolf.ngram.native" if source.name.startswith("ngram") else NATIVE_MODULE
 
 
 def archive_name(module: str, path: Path) -> str:

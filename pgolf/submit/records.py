@@ -238,7 +238,10 @@ def verify_artifacts(runs: list[Run], script: Path, code_bytes: int) -> dict:
     for run in runs:
         artifact = run.path / Path(run.result["export"]["path"]).name
         ev = run.config["eval"]
-        args = ["eval", str(artifact.resolve()), f"stride={ev['stride']}", f"batch_tokens={ev['batch_tokens']}"]
+        # data and tokenizer as the run saw them (a relative path is the run's cwd's, not the records folder's)
+        args = ["eval", str(artifact.resolve()), f"stride={ev['stride']}", f"batch_tokens={ev['batch_tokens']}",
+                f"data={Path(run.config['data']['path']).resolve()}",
+                f"tokenizer={Path(run.config['data']['tokenizer']).resolve()}"]
         if run.config["run"]["device"] != "auto":
             args.append(f"device={run.config['run']['device']}")
         got = packed_eval(run_isolated(script, args, cwd=script.parent))
