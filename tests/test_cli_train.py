@@ -63,3 +63,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"\[demo\] val_bpb [0-9.]+ \(from the artifact file\), artifact [0-9,]+ B", out), out[-2000:]
     assert (tmp_path / "run" / "model.pgolf").is_file() and (tmp_path / "data" / "manifest.json").is_file()
+
+
+def test_eval_defaults_to_the_stride_the_run_scored_with(tmp_path, tiny_data, capsys):
+    assert main(["train", "--config", "smoke", *tiny_args(tiny_data, tmp_path), "eval.stride=16"]) == 0
+    bpb = float(re.search(r"val_bpb ([0-9.]+) \(val_loss", capsys.readouterr().out).group(1))
+    assert main(["eval", str(tmp_path / "cli" / "model.pgolf"), "--json", "--device", "cpu",
+                 "--batch-tokens", "4096"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["stride"] == 16 and abs(scored["val_bpb"] - bpb) < 5e-7

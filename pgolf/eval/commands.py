@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", type=Path, default=None, help="dataset directory (default: the one it was trained on)")
     e.add_argument("--tokenizer", type=Path, default=None, help="SentencePiece model (default: the training one)")
     e.add_argument("--seq-len", type=int, default=None, help="window length (default: the training seq_len)")
-    e.add_argument("--stride", type=int, default=0, help="sliding-window stride; 0 = non-overlapping windows")
+    e.add_argument("--stride", type=int, default=None,
+                   help="sliding-window stride; 0 = non-overlapping windows (default: the run's eval.stride, "
+                        "recorded in the artifact, so the file scores as its run did)")
     e.add_argument("--batch-tokens", type=int, default=524_288, help="tokens per forward, summed over ranks (VAL_BATCH_SIZE; the reference also divides "
                         "by 8 // world_size: see README); never more windows than the val set has")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -69,12 +69,14 @@ def _window_length(path, meta: dict, seq_len, stride: int, n_tokens: int) -> int
     return seq_len
 
 
-def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int = 0,
+def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int | None = None,
                    batch_tokens: int = 524_288, device: str = "auto", packed: bool = False) -> dict | None:
-    _check_options(seq_len, stride, batch_tokens)
+    """`stride` None: the stride the run scored its artifact with (recorded in it; 0 for older files)."""
+    _check_options(seq_len, stride or 0, batch_tokens)
     env = init_distributed(device)
     try:
         model, meta = model_from_artifact(path, env.device, packed)
+        stride = meta.get("stride", 0) if stride is None else stride
         data = data or meta.get("data_path")
         tokenizer = tokenizer or meta.get("tokenizer_path")
         if not data or not tokenizer:

@@ -102,6 +102,7 @@ def _is_int(v) -> bool:
 # A checksum only proves the file is as written, not that what was written is sane.
 _META_FIELDS = {
     "seq_len": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "stride": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
     "steps": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
     "seed": (_is_int, "an integer"),
     "data_path": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
