@@ -49,9 +49,7 @@ class ShuffledSequenceLoader:
 
     @classmethod
     def from_dir(cls, data_dir: str | Path, **kw) -> "ShuffledSequenceLoader":
-        files = shards.list_token_shards(data_dir, "train")
-        if not files:
-            raise PgolfError(f"no fineweb_train_NNNNNN.bin shards in {data_dir}")
+        files = shards.require_token_shards(data_dir, "train")
         return cls(files, **kw)
 
     def _reset(self, si: int) -> None:

@@ -200,9 +200,7 @@ def scan_overlap(directory: str | Path, bos_id: int | None = None, tokens_per_st
     directory = Path(directory)
     t0 = time.perf_counter()
     val_set, n_val, bos_id = _val_hashes(directory, bos_id)
-    files = shards.list_token_shards(directory, "train")
-    if not files:
-        raise PgolfError(f"no fineweb_train_NNNNNN.bin shards in {directory}")
+    files = shards.require_token_shards(directory, "train")
     sizes = np.array([shards.read_header(p) for p in files], dtype=np.int64)
     file_starts = np.concatenate([[0], np.cumsum(sizes)])
     limit = int(file_starts[-1]) if max_train_tokens is None else min(max_train_tokens, int(file_starts[-1]))

@@ -142,9 +142,7 @@ class DocumentPackingLoader:
 
     @classmethod
     def from_dir(cls, data_dir: str | Path, **kw) -> "DocumentPackingLoader":
-        files = shards.list_token_shards(data_dir, "train")
-        if not files:
-            raise PgolfError(f"no fineweb_train_NNNNNN.bin shards in {data_dir}")
+        files = shards.require_token_shards(data_dir, "train")
         return cls(files, **kw)
 
     # --- shards and positions (only ever run by one thread at a time) ---

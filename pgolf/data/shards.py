@@ -155,12 +155,17 @@ def write_shard(path: str | Path, values: np.ndarray | Sequence[int]) -> None:
         f.write(arr.tobytes())
 
 
-def load_split(directory: str | Path, split: str, vocab_size: int | None = None) -> np.ndarray:
-    """All token shards of a split, validated and concatenated (used for val)."""
+def require_token_shards(directory: str | Path, split: str) -> list[Path]:
+    """`list_token_shards`, refusing a split that has none."""
     paths = list_token_shards(directory, split)
     if not paths:
         raise PgolfError(f"no fineweb_{split}_NNNNNN.bin shards in {directory}")
-    return np.concatenate([read_shard(p, vocab_size) for p in paths])
+    return paths
+
+
+def load_split(directory: str | Path, split: str, vocab_size: int | None = None) -> np.ndarray:
+    """All token shards of a split, validated and concatenated (used for val)."""
+    return np.concatenate([read_shard(p, vocab_size) for p in require_token_shards(directory, split)])
 
 
 def load_sidecar(directory: str | Path, tokens: np.ndarray, bos_id: int) -> np.ndarray:

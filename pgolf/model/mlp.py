@@ -39,7 +39,7 @@ class LeakyReluSquaredMLP(ReluSquaredMLP):
         return self.proj(F.leaky_relu(self.fc(x), self.negative_slope).square())
 
 
-class FusedSquaredMLP(ReluSquaredMLP):
+class FusedSquaredMLP(LeakyReluSquaredMLP):
     """The same function through `pgolf::leaky_relu2_mlp` (Triton on CUDA, torch elsewhere),
     where a gradient is wanted: the training forward.
 
@@ -56,7 +56,7 @@ class FusedSquaredMLP(ReluSquaredMLP):
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.is_grad_enabled() or self.fc.qat_clip_sigmas is not None or self.proj.qat_clip_sigmas is not None:
-            return self.proj(F.leaky_relu(self.fc(x), self.negative_slope).square())
+            return super().forward(x)
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         return leaky_relu_squared_mlp(x, self.fc.weight, self.proj.weight, self.negative_slope)

@@ -70,9 +70,7 @@ class TokenStream:
 
 class DistributedTokenLoader:
     def __init__(self, data_dir: str | Path, rank: int, world: int, vocab_size: int, device: torch.device):
-        files = shards.list_token_shards(data_dir, "train")
-        if not files:
-            raise PgolfError(f"no fineweb_train_NNNNNN.bin shards in {data_dir}")
+        files = shards.require_token_shards(data_dir, "train")
         self.rank, self.world, self.device = rank, world, device
         self.stream = TokenStream(files, vocab_size)
 
