@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from pgolf.data import shards
-from pgolf.errors import PgolfError
 
 _G = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
