@@ -7,7 +7,7 @@ from conftest import tiny_config, train_losses
 from int6_cases import exact, problem
 from pgolf.eval.scoring import score_artifact
 from pgolf.ops.int6_matmul import int6_matmul, int6_matmul_op, int6_qat_linear, unpack_int6
-from pgolf.quant.gptq import sdclip_scale
+from pgolf.ops.quantize import sdclip_scale
 from pgolf.quant.packing import pack
 from pgolf.train.trainer import run_training
 

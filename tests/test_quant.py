@@ -11,12 +11,12 @@ from conftest import tiny_config
 from pgolf.config import ExportConfig, from_dict
 from pgolf.model import Role, roles_for_config
 from pgolf.model.roles import CONTROL, GATE, matrix
+from pgolf.ops.quantize import codes_for, sdclip_scale
 from pgolf.quant.encoding import decode
-from pgolf.quant.gptq import gptq_codes, sdclip_scale
+from pgolf.quant.gptq import gptq_codes
 from pgolf.quant.lqer import lqer_correction, lqer_parts
 from pgolf.quant.packing import pack, packed_row_bytes, unpack
 from pgolf.quant.recipe import quantize_state
-from pgolf.quant.rtn import codes_for
 from pgolf.train.checkpoint import load_checkpoint
 from pgolf.train.trainer import run_training
 

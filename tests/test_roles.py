@@ -18,7 +18,6 @@ import torch.distributed as dist
 from torch import nn
 
 from pgolf.config import ExportConfig, load_config
-from pgolf.export.artifact import encode_artifact
 from pgolf.export.export import build_artifact
 from pgolf.export.layout import lay_out
 from pgolf.model import GPT, param_roles, roles_for_config

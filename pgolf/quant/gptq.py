@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pgolf.ops.quantize import levels, sdclip_scale  # noqa: F401  (sdclip_scale: part of this module's API)
+from pgolf.ops.quantize import levels
 
 
 def gptq_codes(w: Tensor, hessian: Tensor, scale: Tensor, bits: int, block: int = 128,

@@ -25,9 +25,10 @@ from pgolf.config import ExportConfig
 from pgolf.errors import PgolfError
 from pgolf.model.roles import Role, RoleError
 from pgolf.quant.encoding import Encoded, decode
-from pgolf.quant.gptq import gptq_codes, sdclip_scale
+from pgolf.ops.quantize import codes_for, sdclip_scale
+from pgolf.quant.gptq import gptq_codes
 from pgolf.quant.lqer import GROUP, lqer_parts
-from pgolf.quant.rtn import codes_for, rowmax_int8, rtn_rows, rtn_tensor
+from pgolf.quant.rtn import rowmax_int8, rtn_rows, rtn_tensor
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pgolf.ops.quantize import codes_for, levels  # noqa: F401  (codes_for: part of this module's API)
+from pgolf.ops.quantize import codes_for, levels
 
 BASELINE_CLIP_Q = 0.9999984  # the baseline's per-row percentile of |w|
 CLIP_Q_SEARCH = (0.999, 0.9995, 0.9999, 0.99999, 1.0)  # the GDN record's int6 search

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from pathlib import Path
 
 import brotli
 
@@ -108,7 +107,8 @@ def pack(preset: str, closure: Closure | None = None) -> Packed:
 
 def unpack_program(script: bytes) -> str:
     """The program a packed script executes (for inspection and tests)."""
-    head, line, rest = script.decode("ascii").partition("\n")[0] + "\n", *script.decode("ascii").split("\n")[1:2], ""
+    lines = script.decode("ascii").split("\n")
+    head, line = (lines[0] + "\n", lines[1]) if len(lines) >= 2 else ("", "")
     prefix, suffix = 'exec(brotli.decompress(base64.b85decode("', '")))'
     if head != WRAPPER_HEAD or not line.startswith(prefix) or not line.endswith(suffix):
         raise PgolfError("not a pgolf packed script (expected the two-line brotli/base85 exec wrapper)")
