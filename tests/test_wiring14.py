@@ -36,11 +36,15 @@ def tiny(*overrides, seed=0, busy=True):
     model = GPT(load_config("smoke", [*TINY, *overrides], env={}).model)
     if model.cfg.doc_isolation:
         use_backend(model, DenseReference())
-    if busy:
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * (0.05 if p.ndim == 2 else 0.2))
+    return _perturbed(model, seed) if busy else model
+
+
+def _perturbed(model, seed):
+    """Every parameter moved off its init (seeded), so zero-init weights and gates take part."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * (0.05 if p.ndim == 2 else 0.2))
     return model
 
 
@@ -160,12 +164,7 @@ RECORD_ORDER = [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
 def eleven(*overrides, busy=True, seed=0):
     torch.manual_seed(seed)
     model = GPT(load_config("smoke", [*ELEVEN, *overrides], env={}).model)
-    if busy:
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * (0.05 if p.ndim == 2 else 0.2))
-    return model
+    return _perturbed(model, seed) if busy else model
 
 
 def reference_hidden(model, ids, order, ln=False, gated=False, parallel_start=None):
