@@ -277,3 +277,14 @@ def test_cli_exit_codes(check_data, tiny_data, capsys):
         main(["check", "--config", "smoke", *common, "--no-disjoint", "--ledger", str(data.parent / "ttt_ledger.npz")])
     out = capsys.readouterr().out
     assert e.value.code == 1 and "(ttt_ledger.npz)" in out and "update 1 read position 1" in out
+
+
+def test_the_overlap_step_counts_the_runs_micro_batches():
+    """The loader reads batch_tokens plus one token per rank and micro-batch each step (8 in all on the
+    record track: 8 GPUs x 1, or 1 GPU x 8 accumulation steps)."""
+    from pgolf.check.commands import _tokens_per_step
+    from pgolf.config import load_config
+
+    cfg = load_config("baseline", [], env={})
+    assert _tokens_per_step(cfg, 8) == _tokens_per_step(cfg, 1) == 524_288 + 8
+    assert _tokens_per_step(load_config("baseline", ["train.grad_accum_steps=2"], env={}), 4) == 524_288 + 8

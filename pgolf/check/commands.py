@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ledger", type=Path, default=None, help="a score ledger (.npz) saved by an eval run: check C3 on it")
     p.add_argument("--no-disjoint", action="store_true", help="skip the train/val document scan")
     p.add_argument("--workers", type=int, default=1, help="processes for the train shard scan (default 1)")
+    p.add_argument("--world-size", type=int, default=8,
+                   help="GPUs of the run whose training step the overlap scan reports (default 8, the record track)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.path=...")
     p.set_defaults(func=_check)
 
@@ -33,7 +35,6 @@ def _check(args) -> None:
     from pgolf.check.harness import CheckPlan, format_table, random_weights, timed_checks
     from pgolf.check.modes import PackedDocsMode, WindowsMode
     from pgolf.config import load_config
-    from pgolf.data.overlap import tokens_per_step
     from pgolf.data.tokenizer import load_tokenizer
     from pgolf.model import GPT
 
@@ -56,9 +57,19 @@ def _check(args) -> None:
     else:
         model = random_weights(GPT(cfg.model))
     plan = CheckPlan(Path(cfg.data.path), tok, mode, n_tokens=args.tokens, cuts=args.cuts, ledger=args.ledger,
-                     disjoint=not args.no_disjoint, tokens_per_step=tokens_per_step(cfg.train.batch_tokens),
+                     disjoint=not args.no_disjoint, tokens_per_step=_tokens_per_step(cfg, args.world_size),
                      workers=args.workers)
     rows, seconds = timed_checks(model, plan)
     print(format_table(rows, mode.name, seconds))
     if not all(r.passed for r in rows):
         sys.exit(1)
+
+
+def _tokens_per_step(cfg, world: int) -> int:
+    """Stream tokens one optimizer step of that run reads (its loader's batch plus one token per micro-batch)."""
+    from pgolf.data.overlap import tokens_per_step
+    from pgolf.train.trainer import grad_accum_steps
+
+    if world < 1:
+        raise PgolfError(f"--world-size must be at least 1, got {world}")
+    return tokens_per_step(cfg.train.batch_tokens, world, grad_accum_steps(cfg, world))
