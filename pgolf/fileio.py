@@ -76,5 +76,5 @@ def check_output_file(path: str | os.PathLike, what: str) -> None:
     """As check_output_dir, for a file to be written at `path`."""
     path = Path(path)
     if path.is_dir():
-        raise PgolfError(f"{what} {path} is a directory; give a file path")
+        raise PgolfError(f"{what} {path} is an existing directory; give a file path")
     check_output_dir(path.parent, what, path)

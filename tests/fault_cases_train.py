@@ -90,7 +90,7 @@ CASES = [
     # output paths
     Fault("train-out-dir-is-a-file", [*TRAIN, "run.out_dir=docs.jsonl"], "docs.jsonl is a file"),
     Fault("train-run-dir-is-a-file", [*TRAIN, "run.name=taken"], "runs/taken is a file", setup=_file("runs/taken")),
-    Fault("export-out-is-a-directory", ["export", str(CHECKPOINT), "--out", str(RUN_DIR)], "--out runs/t is a directory"),
+    Fault("export-out-is-a-directory", ["export", str(CHECKPOINT), "--out", str(RUN_DIR)], "--out runs/t is an existing directory"),
     Fault("export-out-under-a-file", ["export", str(CHECKPOINT), "--out", "docs.jsonl/x.pgolf"], "docs.jsonl is a file"),
     # export settings from the environment, like train
     Fault("export-env-method-needs-hessians", EXPORT, "export.method=gptq needs Hessians",

@@ -1,5 +1,5 @@
-"""Output paths of the data commands: checked before any work, created only when needed, and
-removed again when the command fails.
+"""Output directories of the data commands: checked before any work (pgolf.fileio), created only
+when needed, and removed again when the command fails.
 
 A bad output path (a file where a directory belongs, a directory where a file belongs, a
 read-only parent) is a clear error naming the flag and the path, raised before anything is
@@ -13,31 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pgolf.errors import PgolfError
-
-
-def _first_existing(path: Path) -> Path:
-    p = path
-    while not os.path.lexists(p) and p != p.parent:
-        p = p.parent
-    return p
-
-
-def check_output_dir(path: Path, flag: str) -> None:
-    """`path` is, or can become, a writable directory."""
-    if os.path.lexists(path) and not path.is_dir():
-        raise PgolfError(f"{flag} {path} is a file, not a directory")
-    base = _first_existing(path)
-    if not base.is_dir():
-        raise PgolfError(f"{flag} {path}: {base} is a file, not a directory")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise PgolfError(f"{flag} {path}: {base} is not writable")
-
-
-def check_output_file(path: Path, flag: str) -> None:
-    """`path` can be written as a file: not a directory, its parent a writable directory (or creatable)."""
-    if path.is_dir():
-        raise PgolfError(f"{flag} {path} is an existing directory; give a file path")
-    check_output_dir(path.parent, f"{flag} {path}: parent")
+from pgolf.fileio import check_output_dir
 
 
 @contextlib.contextmanager

@@ -18,8 +18,9 @@ import numpy as np
 import sentencepiece as spm
 
 from pgolf.data import caseops
-from pgolf.data.outputs import check_output_file, created_dir
+from pgolf.data.outputs import created_dir
 from pgolf.errors import PgolfError
+from pgolf.fileio import check_output_file
 
 IDENTITY = "identity"
 TRANSFORMS = (IDENTITY, caseops.NAME)
