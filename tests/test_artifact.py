@@ -163,7 +163,8 @@ def test_a_well_checksummed_file_with_a_bad_index_is_rejected():
 def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, monkeypatch):
     model, cfg = trained_like
     path = tmp_path / "m.pgolf"
-    report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], rtn(), path)
+    fixed = {"created_utc": "2026-01-01T00:00:00+00:00"}  # a timestamp's bytes compress to varying sizes
+    report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], rtn(), path, meta=fixed)
     files = code_files()
     assert {name.split("/")[0] for name, _ in files} == {"pgolf", "pgolf_kernels", "csrc"}  # all shipped code
     assert report.artifact_bytes == path.stat().st_size
@@ -172,7 +173,7 @@ def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, mon
 
     monkeypatch.setattr(export_mod, "SIZE_LIMIT", report.total_bytes)  # exactly at the limit is too large
     with pytest.raises(ArtifactTooLarge, match="not exported: .* which is not below the"):
-        export_model(model.state_dict(), cfg.to_dict()["model"], rtn(), tmp_path / "big.pgolf")
+        export_model(model.state_dict(), cfg.to_dict()["model"], rtn(), tmp_path / "big.pgolf", meta=fixed)
     assert not (tmp_path / "big.pgolf").exists()
 
 
