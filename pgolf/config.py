@@ -232,7 +232,64 @@ class TrainConfig:
 
 
 @dataclass
+class TTTConfig:
+    """Score-first test-time training (challenge-spec §5.14, frontier-spec F3/F4). Defaults: the
+    1.0611 run (#1855); names follow the records' logs. Used by eval.mode lora_ttt / sliding_ttt."""
+    seq_len: int = setting(2048, "TTT_EVAL_SEQ_LEN", check="positive", help="per-document window (context)")
+    chunk_size: int = setting(48, "TTT_CHUNK_SIZE", check="positive", help="targets scored, then trained on, per step")
+    short_doc_chunks: str = setting("", "TTT_SHORT_DOC_CHUNKS",
+                                    help="#2014's chunks for short documents, 'max_len:chunk,...' e.g. '256:8,2000:24'; "
+                                         "'': chunk_size for every document")
+    batch_docs: int = setting(64, "TTT_BATCH_SIZE", check="positive", help="documents per LoRA batch")
+    lora_rank: int = setting(80, "TTT_LORA_RANK", check="positive")
+    lora_alpha: float = setting(144.0, "TTT_LORA_ALPHA", check="positive", help="LoRA scale is alpha / rank")
+    lora_lr: float = setting(1e-4, "TTT_LORA_LR", check="nonneg")
+    beta1: float = setting(0.0, "TTT_BETA1", check="below1")
+    beta2: float = setting(0.99, "TTT_BETA2", check="below1")
+    eps: float = setting(1e-10, "TTT_EPS", check="positive")
+    weight_decay: float = setting(0.5, "TTT_WEIGHT_DECAY", check="nonneg")
+    grad_steps: int = setting(1, "TTT_GRAD_STEPS", check="positive", help="optimizer steps per chunk")
+    warm_start_a: bool = setting(True, "TTT_WARM_START_A", help="keep A between batches (B is zeroed)")
+    q_lora: bool = setting(True, "TTT_Q_LORA")
+    k_lora: bool = setting(True, "TTT_K_LORA", help="#2135 switches K off")
+    v_lora: bool = setting(True, "TTT_V_LORA")
+    o_lora: bool = setting(True, "TTT_O_LORA")
+    mlp_lora: bool = setting(True, "TTT_MLP_LORA")
+    head_lora: bool = setting(True, "TTT_HEAD_LORA")
+    phases: int = setting(3, "PHASED_TTT_NUM_PHASES", check="nonneg", help="global SGD phases (0: none)")
+    prefix_docs: int = setting(2500, "PHASED_TTT_PREFIX_DOCS", check="nonneg",
+                               help="documents the phases train on, split evenly between them")
+    global_lr: float = setting(0.001, "GLOBAL_TTT_LR", check="nonneg")
+    global_momentum: float = setting(0.9, "GLOBAL_TTT_MOMENTUM", check="below1")
+    global_epochs: int = setting(1, "GLOBAL_TTT_EPOCHS", check="positive")
+    global_chunk_tokens: int = setting(32768, "GLOBAL_TTT_CHUNK_TOKENS", check="positive")
+    global_batch_seqs: int = setting(32, "GLOBAL_TTT_BATCH_SEQS", check="positive", help="sequences per rank per step")
+    global_grad_clip: float = setting(1.0, "GLOBAL_TTT_GRAD_CLIP", check="nonneg", help="0: no clipping")
+    sliding_chunk_tokens: int = setting(32768, "SLIDING_TTT_CHUNK_TOKENS", check="positive",
+                                        help="sliding_ttt: tokens scored, then trained on, per chunk")
+    sliding_epochs: int = setting(3, "SLIDING_TTT_EPOCHS", check="positive")
+    sliding_lr: float = setting(0.005, "SLIDING_TTT_LR", check="nonneg")
+    sliding_momentum: float = setting(0.9, "SLIDING_TTT_MOMENTUM", check="below1")
+    sliding_grad_clip: float = setting(1.0, "SLIDING_TTT_GRAD_CLIP", check="nonneg")
+
+
+@dataclass
+class NgramConfig:
+    """The token-only online n-gram tilt of the score (frontier-spec F1; #2135's values)."""
+    enabled: bool = setting(False, "NGRAM_TILT_ENABLED")
+    order: int = setting(16, "TOKEN_ORDER", check="positive", help="n: the context is the n-1 tokens before")
+    threshold: float = setting(0.8, "TOKEN_THRESHOLD", check="unit", help="gate: top count / total >= this")
+    beta: float = setting(2.625, "TOKEN_BOOST", check="nonneg", help="the hinted token's logit boost")
+
+
+EVAL_MODES = ("windows", "lora_ttt", "sliding_ttt")
+
+
+@dataclass
 class EvalConfig:
+    mode: str = setting("windows", "EVAL_MODE", EVAL_MODES,
+                        help="windows: flat-stream windows (eval.stride); lora_ttt: score-first per-document LoRA TTT "
+                             "with global SGD phases; sliding_ttt: sliding windows, score-first SGD per chunk")
     seq_len: int = setting(0, "EVAL_SEQ_LEN", help="0: the training seq_len", check="nonneg")
     stride: int = setting(0, "EVAL_STRIDE", check="nonneg",
                           help="0: non-overlapping windows; else sliding windows with this stride")
@@ -240,6 +297,8 @@ class EvalConfig:
     budget_seconds: float = setting(600.0, "EVAL_BUDGET_SECONDS", check="nonneg",
                                     help="the challenge's eval limit; the final score's eval time is checked against it "
                                          "(result.json: within_eval_budget); 0: none")
+    ttt: TTTConfig = section(TTTConfig)
+    ngram: NgramConfig = section(NgramConfig)
 
 
 @dataclass

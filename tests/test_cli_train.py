@@ -71,4 +71,4 @@ def test_eval_defaults_to_the_stride_the_run_scored_with(tmp_path, tiny_data, ca
     assert main(["eval", str(tmp_path / "cli" / "model.pgolf"), "--json", "--device", "cpu",
                  "--batch-tokens", "4096"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    assert scored["stride"] == 16 and abs(scored["val_bpb"] - bpb) < 5e-7
+    assert scored["stride"] == 16 and scored["mode"] == "windows" and abs(scored["val_bpb"] - bpb) < 5e-7

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pgolf.config import EVAL_MODES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="score an artifact: val_loss and val_bpb through the canonical accumulator",
@@ -16,8 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--stride", type=int, default=None,
                    help="sliding-window stride; 0 = non-overlapping windows (default: the run's eval.stride, "
                         "recorded in the artifact, so the file scores as its run did)")
-    e.add_argument("--batch-tokens", type=int, default=524_288, help="tokens per forward, summed over ranks (VAL_BATCH_SIZE; the reference also divides "
-                        "by 8 // world_size: see README); never more windows than the val set has")
+    e.add_argument("--batch-tokens", type=int, default=None,
+                   help="tokens per forward, summed over ranks (VAL_BATCH_SIZE; default: the run's; the reference "
+                        "also divides by 8 // world_size: see README); never more windows than the val set has")
+    e.add_argument("--mode", choices=EVAL_MODES, default=None,
+                   help="how to score (default: the run's eval.mode, recorded in the artifact)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--packed", action="store_true", help="run int6 layers straight from the packed codes (int6_matmul)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -28,7 +33,8 @@ def _eval(args) -> None:
     from pgolf.eval.scoring import score_artifact
 
     result = score_artifact(args.artifact, data=args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
-                            stride=args.stride, batch_tokens=args.batch_tokens, device=args.device, packed=args.packed)
+                            stride=args.stride, batch_tokens=args.batch_tokens, mode=args.mode, device=args.device,
+                            packed=args.packed)
     if result is None:  # not rank 0
         return
     if args.json:
@@ -36,4 +42,4 @@ def _eval(args) -> None:
     else:
         print(f"val_bpb {result['val_bpb']:.8f}  val_loss {result['val_loss']:.8f}  "
               f"({result['token_count']:,} tokens, {result['byte_count']:,} bytes, {result['byte_source']}, "
-              f"seq_len {result['seq_len']}, stride {result['stride']}, {result['eval_seconds']:.1f} s)")
+              f"{result['mode']}, seq_len {result['seq_len']}, stride {result['stride']}, {result['eval_seconds']:.1f} s)")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from pgolf.config import from_dict
+from pgolf.config import Config, EvalConfig, from_dict, validate
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
-from pgolf.eval.evaluator import evaluate
+from pgolf.eval.modes import EvalContext, run_eval
 from pgolf.export.artifact import read_artifact
 from pgolf.eval.packed import swap_in_packed_layers
 from pgolf.quant.encoding import dequantize_state_dict
@@ -69,14 +69,36 @@ def _window_length(path, meta: dict, seq_len, stride: int, n_tokens: int) -> int
     return seq_len
 
 
+def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_tokens=None) -> EvalConfig:
+    """The eval section the run recorded (older files: the defaults with their recorded stride),
+    with the command line's overrides; checked as a config is."""
+    recorded = meta.get("eval")
+    cfg = Config()
+    if isinstance(recorded, dict):
+        cfg = from_dict({"eval": recorded}, f"{path} (recorded eval settings)")
+    elif "stride" in meta:
+        cfg.eval.stride = int(meta["stride"])
+    for name, value in (("mode", mode), ("stride", stride), ("batch_tokens", batch_tokens)):
+        if value is not None:
+            setattr(cfg.eval, name, value)
+    cfg.train.seq_len = int(meta.get("seq_len") or cfg.train.seq_len)  # what eval.seq_len 0 means for this run
+    try:
+        validate(cfg)
+    except PgolfError as e:
+        raise PgolfError(f"{path}: {e}") from None
+    return cfg.eval
+
+
 def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int | None = None,
-                   batch_tokens: int = 524_288, device: str = "auto", packed: bool = False) -> dict | None:
-    """`stride` None: the stride the run scored its artifact with (recorded in it; 0 for older files)."""
-    _check_options(seq_len, stride or 0, batch_tokens)
+                   batch_tokens: int | None = None, mode: str | None = None, device: str = "auto",
+                   packed: bool = False) -> dict | None:
+    """Score as the run would have: its recorded eval settings (eval.mode, stride, TTT, ...), each
+    overridable here (None: recorded)."""
+    _check_options(seq_len, stride or 0, batch_tokens or 1)
     env = init_distributed(device)
     try:
         model, meta = model_from_artifact(path, env.device, packed)
-        stride = meta.get("stride", 0) if stride is None else stride
+        eval_cfg = recorded_eval_config(path, meta, mode=mode, stride=stride, batch_tokens=batch_tokens)
         data = data or meta.get("data_path")
         tokenizer = tokenizer or meta.get("tokenizer_path")
         if not data or not tokenizer:
@@ -87,14 +109,14 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
             raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
         _check_tokenizer_is_recorded(path, meta, tokenizer)
         val = load_val_set(data, tok).to(env.device)
-        seq_len = _window_length(path, meta, seq_len, stride, len(val))
-        windows = max(1, batch_tokens // (env.world * seq_len))
+        seq_len = _window_length(path, meta, seq_len, eval_cfg.stride, len(val))
         t = time.perf_counter()
-        result = evaluate(model, val, seq_len, stride, windows, env.rank, env.world)
+        outcome = run_eval(EvalContext(model, val, eval_cfg, seq_len, env))
         seconds = time.perf_counter() - t
         if not env.is_main:
             return None
-        return {**result.as_dict(), "byte_source": val.byte_source, "seq_len": seq_len, "stride": stride, "packed": packed,
-                "eval_seconds": seconds, "world_size": env.world, "artifact": str(path)}
+        return {**outcome.result.as_dict(), "byte_source": val.byte_source, "mode": eval_cfg.mode, "seq_len": seq_len,
+                "stride": eval_cfg.stride, "packed": packed, "eval_seconds": seconds, "world_size": env.world,
+                "artifact": str(path)}
     finally:
         shutdown()

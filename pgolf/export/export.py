@@ -66,7 +66,7 @@ def run_meta(cfg: Config, steps: int) -> dict:
     size (which would score without error and give a wrong val_bpb).
     """
     meta = {"steps": steps, "seed": cfg.run.seed, "seq_len": cfg.eval.seq_len or cfg.train.seq_len,
-            "stride": cfg.eval.stride,
+            "stride": cfg.eval.stride, "eval": cfg.to_dict()["eval"],
             "data_path": cfg.data.path, "tokenizer_path": cfg.data.tokenizer}
     if Path(cfg.data.tokenizer).is_file():
         meta["tokenizer_sha256"] = sha256_file(cfg.data.tokenizer)

@@ -32,6 +32,7 @@ from pgolf.data.tokenizer import load_tokenizer
 from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks, shutdown
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for, evaluate
+from pgolf.eval.modes import EvalContext, run_eval
 from pgolf.eval.scoring import model_from_artifact
 from pgolf.export.export import ExportReport, export_model, run_meta
 from pgolf.fileio import atomic_write_json, check_output_dir
@@ -450,12 +451,12 @@ class Trainer:
         loader (never the trained model: its QAT forwards and in-memory weights are not the file)."""
         model, _ = model_from_artifact(self.report.path, self.device)
         with self.clock.timed() as watch:
-            self.final = self._validate(model, self.cfg.eval.stride)
+            self.final = run_eval(EvalContext(model, self.val, self.cfg.eval, self.eval_seq_len, self.env)).result
         self.eval_seconds = watch.seconds
         if not math.isfinite(self.final.val_loss):
             raise PgolfError(f"{self.report.path} scores val_loss {self.final.val_loss}: not a usable artifact")
         self.log.event("final_roundtrip", val_loss=self.final.val_loss, val_bpb=self.final.val_bpb,
-                       stride=self.cfg.eval.stride, eval_time_ms=1000.0 * watch.seconds, tokens=self.final.token_count,
+                       mode=self.cfg.eval.mode, stride=self.cfg.eval.stride, eval_time_ms=1000.0 * watch.seconds, tokens=self.final.token_count,
                        bytes=self.final.byte_count, within_eval_budget=self.clock.within_eval_budget(watch.seconds))
 
     def _finish(self) -> None:
