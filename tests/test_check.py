@@ -242,8 +242,14 @@ def test_ledger_rules_and_roundtrip(tmp_path):
     again = ScoreLedger.load(tmp_path / "l.npz")
     assert again.updates == 2 and again.c3_violations()[0] == 1
     assert np.array_equal(again.scored_after, ledger.scored_after)
-    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with np.load(tmp_path / "l.npz") as z:  # an edited ledger (update 2 "scored" first) is refused
+        edited = {k: z[k] for k in z.files}
+    edited["scored_after"][6] = 0
+    np.savez(tmp_path / "edited.npz", **edited)
     from pgolf.errors import PgolfError
+    with pytest.raises(PgolfError, match="does not match its checksum"):
+        ScoreLedger.load(tmp_path / "edited.npz")
+    (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(PgolfError, match="not a readable score ledger"):
         ScoreLedger.load(tmp_path / "bad.npz")
 

@@ -20,6 +20,7 @@ applied to the model that did its scoring. Positions are absolute val-stream pos
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,17 @@ from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_open
 
 LEDGER_FORMAT = "pgolf.ledger/1"
+_ARRAYS = ("scored_after", "times_scored", "update_lengths", "update_positions")
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the arrays' dtypes, shapes and bytes: a ledger that was edited is refused."""
+    h = hashlib.sha256(LEDGER_FORMAT.encode())
+    for name in _ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _positions(positions) -> np.ndarray:
@@ -94,9 +106,10 @@ class ScoreLedger:
     def save(self, path: str | Path) -> None:
         lengths = np.array([u.size for u in self._updates], dtype=np.int64)
         flat = np.concatenate(self._updates) if self._updates else np.zeros(0, np.int64)
+        arrays = {"scored_after": self.scored_after, "times_scored": self.times_scored,
+                  "update_lengths": lengths, "update_positions": flat}
         with atomic_open(path, "wb") as f:
-            np.savez(f, format=np.array(LEDGER_FORMAT), scored_after=self.scored_after,
-                     times_scored=self.times_scored, update_lengths=lengths, update_positions=flat)
+            np.savez(f, format=np.array(LEDGER_FORMAT), sha256=np.array(_digest(arrays)), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "ScoreLedger":
@@ -104,10 +117,14 @@ class ScoreLedger:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["format"]) != LEDGER_FORMAT:
                     raise PgolfError(f"{path}: ledger format {str(z['format'])!r}, expected {LEDGER_FORMAT!r}")
-                scored_after, times = z["scored_after"], z["times_scored"]
-                lengths, flat = z["update_lengths"], z["update_positions"]
+                arrays = {name: z[name] for name in _ARRAYS}
+                recorded = str(z["sha256"])
         except (OSError, ValueError, KeyError) as e:
             raise PgolfError(f"{path}: not a readable score ledger ({e})") from None
+        if _digest(arrays) != recorded:
+            raise PgolfError(f"{path}: the score ledger does not match its checksum (edited or damaged)")
+        scored_after, times = arrays["scored_after"], arrays["times_scored"]
+        lengths, flat = arrays["update_lengths"], arrays["update_positions"]
         if scored_after.shape != times.shape or int(lengths.sum()) != flat.size or (lengths < 0).any():
             raise PgolfError(f"{path}: inconsistent ledger arrays")
         ledger = cls(scored_after.size)
