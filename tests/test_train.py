@@ -11,7 +11,7 @@ import torch.multiprocessing as tmp_mp
 from conftest import tiny_config, train_losses
 from pgolf.errors import PgolfError
 from pgolf.eval.scoring import score_artifact
-from pgolf.train.trainer import run_training
+from pgolf.train.trainer import Trainer, run_training
 
 
 def test_a_few_steps_on_real_text_lower_the_loss(tmp_path, tiny_data):
@@ -107,6 +107,19 @@ def test_a_run_directory_is_not_silently_reused(tmp_path, tiny_data):
         run_training(tiny_config(tiny_data, tmp_path, "train.iterations=2"))
     again = run_training(tiny_config(tiny_data, tmp_path, "train.iterations=3", "run.overwrite=true"))
     assert len(train_losses(again.run_dir)) == 3  # the old run's records are gone
+
+
+def test_a_failed_overwriting_run_leaves_no_old_score_behind(tmp_path, tiny_data, monkeypatch):
+    first = run_training(tiny_config(tiny_data, tmp_path, "train.iterations=2"))
+    assert (first.run_dir / "result.json").exists() and (first.run_dir / "model.pgolf").exists()
+
+    def fail(self):
+        raise PgolfError("export failed (planted)")
+
+    monkeypatch.setattr(Trainer, "_export", fail)
+    with pytest.raises(PgolfError, match="planted"):
+        run_training(tiny_config(tiny_data, tmp_path, "train.iterations=2", "run.overwrite=true"))
+    assert not (first.run_dir / "result.json").exists() and not (first.run_dir / "model.pgolf").exists()
 
 
 @pytest.mark.parametrize("override, message", [

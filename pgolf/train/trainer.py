@@ -227,9 +227,16 @@ class Trainer:
     def _logs(run_dir: Path) -> list[Path]:
         return [run_dir / "metrics.jsonl", run_dir / "train.log"]
 
+    @classmethod
+    def _old_outputs(cls, run_dir: Path) -> list[Path]:
+        """What a reused directory's old run leaves that this run would only replace at its end:
+        gone at the start, so a new run that fails never sits beside the old run's score or file.
+        (Checkpoints stay: a resume may read one, and the run rewrites them.)"""
+        return [*cls._logs(run_dir), run_dir / "result.json", run_dir / ARTIFACT_NAME, run_dir / "curves.png"]
+
     def _make_run_dir(self) -> None:
         if self.env.is_main:
-            for p in self._logs(self.run_dir):
+            for p in self._old_outputs(self.run_dir):
                 p.unlink(missing_ok=True)
         if self.env.distributed:
             dist.barrier()  # nobody writes logs before rank 0 has cleared the old ones
