@@ -41,6 +41,7 @@ from pgolf.data.documents import expand_inputs, iter_documents
 from pgolf.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from pgolf.data.outputs import created_dir
 from pgolf.data.tokenizer import IDENTITY, load_tokenizer
+from pgolf.signals import sigterm_raises
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_json, sha256_file
 from pgolf.metric.bytes import position_bytes_for
@@ -184,19 +185,13 @@ def _sigterm_raises(out_dir: Path):
     as for any failure (the default action would kill the process and leave both behind).
     Yields a dict whose "done" the caller sets once the export is in place, for the message."""
     state = {"done": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
 
-    def handler(signum, frame):
+    def interrupted(signum: int) -> Interrupted:
         what = f"the export into {out_dir} had completed" if state["done"] else f"nothing was written to {out_dir}"
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; {what}")
+        return Interrupted(f"interrupted by {signal.Signals(signum).name}; {what}")
 
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
+    with sigterm_raises(interrupted):
         yield state
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ def entry_parser() -> argparse.ArgumentParser:
 
 def _train(args) -> None:
     from pgolf.config import load_config
-    from pgolf.train.signals import sigterm_raises
+    from pgolf.signals import sigterm_raises
     from pgolf.train.trainer import run_training
 
     cfg = load_config(args.config, args.overrides)
@@ -56,7 +56,7 @@ def _export(args) -> None:
     from pgolf.export.export import export_model, run_meta
     from pgolf.fileio import check_output_file
     from pgolf.train.checkpoint import load_checkpoint
-    from pgolf.train.signals import sigterm_raises
+    from pgolf.signals import sigterm_raises
 
     check_output_file(args.out, "--out")
     state = load_checkpoint(args.checkpoint)
