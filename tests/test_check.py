@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from pgolf.errors import PgolfError
 from pgolf.check import conditions as c
 from pgolf.check.harness import CheckPlan, format_table, random_weights, run_checks
 from pgolf.check.modes import PackedDocsMode, Scored, WindowsMode, distribution
@@ -246,7 +247,6 @@ def test_ledger_rules_and_roundtrip(tmp_path):
         edited = {k: z[k] for k in z.files}
     edited["scored_after"][6] = 0
     np.savez(tmp_path / "edited.npz", **edited)
-    from pgolf.errors import PgolfError
     with pytest.raises(PgolfError, match="does not match its checksum"):
         ScoreLedger.load(tmp_path / "edited.npz")
     (tmp_path / "bad.npz").write_bytes(b"nope")
@@ -294,3 +294,19 @@ def test_the_overlap_step_counts_the_runs_micro_batches():
     cfg = load_config("baseline", [], env={})
     assert _tokens_per_step(cfg, 8) == _tokens_per_step(cfg, 1) == 524_288 + 8
     assert _tokens_per_step(load_config("baseline", ["train.grad_accum_steps=2"], env={}), 4) == 524_288 + 8
+
+
+def test_ledger_keeps_ranges_and_judges_each_position():
+    rng = np.random.default_rng(0)
+    ledger = ScoreLedger(1000)
+    ledger.scored(np.arange(1, 400))
+    ledger.update_range(0, 400)  # all scored before: fine
+    ledger.update(np.r_[10:20, 30:35, 398:402])  # 400, 401 not scored yet
+    ledger.scored(np.arange(400, 1000))
+    ledger.update(rng.permutation(np.r_[0:1000]))  # repeats and order do not matter
+    total, found = ledger.c3_violations()
+    assert total == 2 and [(v.update, v.position, v.scored_after) for v in found] == [(2, 400, 2), (2, 401, 2)]
+    assert ledger.reads() == 400 + 19 + 1000 and ledger._updates[2][0].tolist() == [0]  # one range for 1000 reads
+    assert ledger.update_positions(2).tolist() == [*range(10, 20), *range(30, 35), 398, 399, 400, 401]
+    with pytest.raises(PgolfError, match="outside"):
+        ledger.update_range(5, 1001)

@@ -122,7 +122,7 @@ def check_c3(ledger: ScoreLedger) -> Outcome:
     if ledger.updates == 0:
         return Outcome("C3", method, True, "no adaptation: no update exists")
     if total == 0:
-        return Outcome("C3", method, True, f"{sum(ledger.update_positions(k).size for k in range(1, ledger.updates + 1)):,} "
+        return Outcome("C3", method, True, f"{ledger.reads():,} "
                                            "reads, all of scored positions")
     v = found[0]
     when = "never scored" if v.scored_after < 0 else f"scored after {v.scored_after} updates"

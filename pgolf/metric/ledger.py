@@ -17,6 +17,8 @@ no updates and holds by construction.
 
 One ledger describes one model replica (one rank): the updates it lists are the ones
 applied to the model that did its scoring. Positions are absolute val-stream positions.
+An update's positions are kept as sorted disjoint ranges: TTT reads contiguous spans, so a
+full-size run (thousands of updates of 32K positions each) costs kilobytes, not gigabytes.
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ import numpy as np
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_open
 
-LEDGER_FORMAT = "pgolf.ledger/1"
-_ARRAYS = ("scored_after", "times_scored", "update_lengths", "update_positions")
+LEDGER_FORMAT = "pgolf.ledger/2"
+_ARRAYS = ("scored_after", "times_scored", "update_ranges", "range_starts", "range_ends")
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -56,6 +58,15 @@ class C3Violation:
     scored_after: int  # updates applied when that position was scored (-1: never scored)
 
 
+def _ranges(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique positions as disjoint half-open ranges [starts, ends)."""
+    p = np.unique(p)
+    if p.size == 0:
+        return p, p
+    breaks = np.flatnonzero(np.diff(p) != 1) + 1
+    return p[np.r_[0, breaks]], p[np.r_[breaks - 1, p.size - 1]] + 1
+
+
 class ScoreLedger:
     def __init__(self, n_positions: int):
         if n_positions < 2:
@@ -64,15 +75,20 @@ class ScoreLedger:
         self.scored_after = np.full(n_positions, -1, dtype=np.int64)  # first scoring's update count
         self.scored_after[0] = 0
         self.times_scored = np.zeros(n_positions, dtype=np.int32)
-        self._updates: list[np.ndarray] = []
+        self._updates: list[tuple[np.ndarray, np.ndarray]] = []  # per update: range starts, ends
 
     @property
     def updates(self) -> int:
         return len(self._updates)
 
     def update_positions(self, k: int) -> np.ndarray:
-        """Positions read by update k (1-based)."""
-        return self._updates[k - 1]
+        """Positions read by update k (1-based), sorted."""
+        starts, ends = self._updates[k - 1]
+        return np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if starts.size else starts
+
+    def reads(self) -> int:
+        """Positions read, summed over the updates."""
+        return int(sum(int((e - s).sum()) for s, e in self._updates))
 
     def _checked(self, positions) -> np.ndarray:
         p = _positions(positions)
@@ -87,27 +103,38 @@ class ScoreLedger:
         np.add.at(self.times_scored, p, 1)
 
     def update(self, positions) -> None:
-        self._updates.append(np.unique(self._checked(positions)))
+        self._updates.append(_ranges(self._checked(positions)))
+
+    def update_range(self, start: int, end: int) -> None:
+        """One update that read the positions [start, end): no position array is made."""
+        if not 0 <= start < end <= self.n_positions:
+            raise PgolfError(f"ledger: range [{start}, {end}) is empty or outside [0, {self.n_positions})")
+        self._updates.append((np.array([start], np.int64), np.array([end], np.int64)))
 
     def c3_violations(self, limit: int = 10) -> tuple[int, list[C3Violation]]:
         """(number of (update, position) pairs that read a position not yet scored, the first `limit`)."""
+        never = np.iinfo(np.int64).max  # a position never scored is later than any update
+        when = np.append(np.where(self.scored_after < 0, never, self.scored_after), -1)  # -1: reduceat's end sentinel
         total, found = 0, []
-        for k, used in enumerate(self._updates, 1):
-            when = self.scored_after[used]
-            bad = (when < 0) | (when >= k)
-            n = int(bad.sum())
-            total += n
-            for p in used[bad][: max(0, limit - len(found))]:
-                found.append(C3Violation(k, int(p), int(self.scored_after[p])))
+        for k, (starts, ends) in enumerate(self._updates, 1):
+            if starts.size == 0:
+                continue
+            latest = np.maximum.reduceat(when, np.stack([starts, ends], 1).ravel())[::2]  # per range: max over [a, b)
+            for a, b in zip(starts[latest >= k], ends[latest >= k]):
+                bad = np.flatnonzero(when[a:b] >= k) + a
+                total += bad.size
+                for p in bad[: max(0, limit - len(found))]:
+                    found.append(C3Violation(k, int(p), int(self.scored_after[p])))
         return total, found
 
     # -- persistence: the TTT engine writes it next to its result; `pgolf check` reads it --
 
     def save(self, path: str | Path) -> None:
-        lengths = np.array([u.size for u in self._updates], dtype=np.int64)
-        flat = np.concatenate(self._updates) if self._updates else np.zeros(0, np.int64)
+        counts = np.array([st.size for st, _ in self._updates], dtype=np.int64)
+        starts = np.concatenate([st for st, _ in self._updates]) if self._updates else np.zeros(0, np.int64)
+        ends = np.concatenate([en for _, en in self._updates]) if self._updates else np.zeros(0, np.int64)
         arrays = {"scored_after": self.scored_after, "times_scored": self.times_scored,
-                  "update_lengths": lengths, "update_positions": flat}
+                  "update_ranges": counts, "range_starts": starts, "range_ends": ends}
         with atomic_open(path, "wb") as f:
             np.savez(f, format=np.array(LEDGER_FORMAT), sha256=np.array(_digest(arrays)), **arrays)
 
@@ -124,10 +151,14 @@ class ScoreLedger:
         if _digest(arrays) != recorded:
             raise PgolfError(f"{path}: the score ledger does not match its checksum (edited or damaged)")
         scored_after, times = arrays["scored_after"], arrays["times_scored"]
-        lengths, flat = arrays["update_lengths"], arrays["update_positions"]
-        if scored_after.shape != times.shape or int(lengths.sum()) != flat.size or (lengths < 0).any():
+        counts, starts, ends = arrays["update_ranges"], arrays["range_starts"], arrays["range_ends"]
+        if (scored_after.shape != times.shape or scored_after.ndim != 1 or scored_after.size < 2
+                or int(counts.sum()) != starts.size or starts.shape != ends.shape or (counts < 0).any()
+                or (starts.size and (starts.min() < 0 or ends.max() > scored_after.size or (ends <= starts).any()))):
             raise PgolfError(f"{path}: inconsistent ledger arrays")
         ledger = cls(scored_after.size)
         ledger.scored_after, ledger.times_scored = scored_after.astype(np.int64), times.astype(np.int32)
-        ledger._updates = [ledger._checked(u) for u in np.split(flat, np.cumsum(lengths)[:-1])] if lengths.size else []
+        cut = np.cumsum(counts)[:-1]
+        ledger._updates = list(zip(np.split(starts.astype(np.int64), cut), np.split(ends.astype(np.int64), cut))) \
+            if counts.size else []
         return ledger
