@@ -173,6 +173,45 @@ def test_global_sgd_after_scoring_holds_c3_and_before_it_is_caught():
     assert bad > 0 and found[0].update == 1 and docs[0][0] <= found[0].position <= docs[0][1]
 
 
+def gdn_model(seed=0):
+    """A tiny document-isolating model that trains on CPU (GatedDeltaNet, no attention)."""
+    torch.manual_seed(seed)
+    from pgolf.model import GPT
+
+    cfg = load_config("gdn", ["model.num_layers=2", "model.model_dim=32", "model.num_heads=2", "model.num_kv_heads=1",
+                              "model.gdn_head_dim=16", "model.gdn_chunk_size=16", "model.mlp_mult=2",
+                              "model.bigram_buckets=0", "model.trigram=false", f"model.vocab_size={VOCAB}",
+                              f"model.bos_id={BOS}"], env={}).model
+    return GPT(cfg)
+
+
+def test_a_document_isolating_model_trains_on_rows_packed_across_documents():
+    val = valset(repeated_stream())
+    docs, full = _docs_and_chunks(val)
+    model = gdn_model()
+    assert packs_spans(model, val.tokens, docs)
+    rows = []
+    handle = model.register_forward_pre_hook(lambda m, args: rows.append(args[0].clone()))
+    ledger = ScoreLedger(len(val))
+    ledger.scored(torch.arange(1, len(val)))
+    try:
+        assert _global(model, val.tokens, docs, ledger) == full * 2
+    finally:
+        handle.remove()
+    assert all(x.shape == (256 // SEQ, SEQ) for x in rows)  # 4 full rows per chunk, no padding
+    assert any(bool((x[:, 1:] == BOS).any()) for x in rows)  # documents meet inside a row (the model splits there)
+    assert ledger.c3_violations() == (0, [])
+
+
+def test_settings_come_from_the_ttt_section():
+    ttt = Config().eval.ttt
+    s = GlobalSGDSettings.from_config(ttt)
+    assert (s.lr, s.momentum, s.epochs, s.chunk_tokens, s.batch_seqs, s.grad_clip, s.seq_len) == (
+        0.001, 0.9, 1, 32768, 32, 1.0, 2048)
+    with pytest.raises(ValueError):
+        GlobalSGDSettings(lr=0.1, momentum=1.0, epochs=1, chunk_tokens=8, batch_seqs=1, grad_clip=0.0)
+
+
 def _rank(rank, store, val, out):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
@@ -186,9 +225,11 @@ def _rank(rank, store, val, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes: ~30 s on the shared 2-core machine
 def test_two_ranks_score_and_train_as_one(tmp_path):
     """Same steps at both world sizes (every chunk's rows fit one step per rank), the loss
-    normalised by the step's global target count: equal up to float summation order."""
+    normalised by the step's global target count: equal up to float summation order
+    (measured: loss_sum 1.2e-10 relative, weights 3.7e-9 apart; asserted: 1e-7, 1e-6)."""
     val = valset(repeated_stream())
     out = tmp_mp.Manager().dict()
     tmp_mp.spawn(_rank, args=(str(tmp_path / "store"), val, out), nprocs=2)
@@ -199,6 +240,6 @@ def test_two_ranks_score_and_train_as_one(tmp_path):
         result, violations, w = out[r]
         assert violations == 0
         assert (result["token_count"], result["byte_count"]) == (single["token_count"], single["byte_count"])
-        assert math.isclose(result["loss_sum"], single["loss_sum"], rel_tol=1e-5)
-        assert same_weights(w, weights(model), atol=1e-5)
+        assert math.isclose(result["loss_sum"], single["loss_sum"], rel_tol=1e-7)
+        assert same_weights(w, weights(model), atol=1e-6)
     assert same_weights(out[0][2], out[1][2])  # the replicas stay identical
