@@ -9,7 +9,9 @@ and targets at positions s+1..e; a training step reads exactly those tokens.
 - Each chunk is cut into rows of at most `seq_len` inputs. A model with doc_isolation keeps
   documents apart itself (it restarts at every BOS and row start), so when every span starts
   at a BOS the rows are packed across spans (the records' varlen sequences); otherwise a row
-  never crosses a span start, and short rows are padded with loss weight 0.
+  never crosses a span start. Short rows are padded with loss weight 0, a chunk's last row
+  included: the records drop that remainder (frontier-spec F3: 2,048 of 32,768 tokens at
+  seq 2560), pgolf trains on it.
 - The ranks split each chunk's rows (contiguous shares, at most `batch_seqs` rows per rank
   per step); a step's loss is the CE summed over every rank's real targets divided by their
   total count, so the all-reduced (summed) gradient is the step's mean whatever the world
