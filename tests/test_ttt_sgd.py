@@ -212,6 +212,24 @@ def test_settings_come_from_the_ttt_section():
         GlobalSGDSettings(lr=0.1, momentum=1.0, epochs=1, chunk_tokens=8, batch_seqs=1, grad_clip=0.0)
 
 
+def test_a_model_with_packed_int6_layers_is_refused():
+    import numpy as np
+
+    from pgolf.errors import PgolfError
+    from pgolf.eval.packed import swap_in_packed_layers
+    from pgolf.quant.encoding import Encoded
+
+    model = tiny_model()
+    name, layer = next((n, m) for n, m in model.named_modules() if type(m).__name__ == "CastedLinear")
+    rows, cols = layer.weight.shape
+    codes = Encoded("int_row", "float32", (rows, cols), {"q": np.zeros((rows, cols), np.int8),
+                                                         "scale": np.ones(rows, np.float32)}, bits=6)
+    assert swap_in_packed_layers(model, {f"{name}.weight": codes}) == 1
+    val = valset(repeated_stream())
+    with pytest.raises(PgolfError, match="--packed"):
+        sliding_ttt_mode(EvalContext(model, val, eval_cfg(), SEQ, CPU))
+
+
 def _rank(rank, store, val, out):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
