@@ -52,6 +52,10 @@ def eval_mode(name: str) -> EvalMode:
     """The function for `eval.mode`; TTT modes are imported only when chosen."""
     if name == "windows":
         return windows_mode
+    if name == "sliding_ttt":
+        from pgolf.eval.ttt.sliding import sliding_ttt_mode
+
+        return sliding_ttt_mode
     raise NotImplementedError(f"eval.mode={name!r} is not available in this build")
 
 
