@@ -9,7 +9,8 @@ skips (`skip_rule`), depth recurrence (two plans, `set_recurrence`) and two resi
 
 The mixer is attention (arch "transformer") or GatedDeltaNet (arch "gdn", optionally with
 some attention layers and K/V sharing, spec §6.1). With doc_isolation, the model finds
-the documents in its input (BOS) and nothing crosses from one into the next.
+the documents in its input (BOS), or takes a packed row's `cu_seqlens` from the packing
+loader, and nothing crosses from one into the next.
 """
 from __future__ import annotations
 

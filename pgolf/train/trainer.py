@@ -153,6 +153,7 @@ class Trainer:
                            peak_reserved_mib=torch.cuda.max_memory_reserved() // 2**20)
         for stage in self.post_training_stages():
             stage()
+        self.loader.close()
         return TrainResult(self.env.is_main, self.run_dir, self.step, self.clock.train_ms, self.prequant, self.final,
                            self.report)
 
