@@ -229,6 +229,14 @@ class TrainConfig:
     loss_weights: str = setting("none", "LOSS_WEIGHTS", ("none", "bytes", "bytes_pr1519"),
                                 help="per-target weights: none; the bytes canonical BPB credits each target; "
                                      "or PR #1519's max(base bytes, 1)")
+    loader: str = setting("stream", "TRAIN_LOADER", ("stream", "packed"),
+                          help="stream: the baseline's rows of seq_len tokens; packed: one flat row per rank with "
+                               "the documents' cu_seqlens for the varlen attention (spec 2.4; needs doc_isolation)")
+    seq_schedule: str = setting("", "TRAIN_SEQ_SCHEDULE",
+                                help="progressive training length LEN@FRACTION,... of cap - reserve (#2014: "
+                                     "1024@0.100,2048@0.700,3072@1.000); its longest length must be seq_len; '': off")
+    seq_rewarm_steps: int = setting(32, "SEQ_CHANGE_WARMUP_STEPS", check="nonneg",
+                                    help="after each seq_schedule switch the LR multiplier ramps (k+1)/N over N steps")
 
 
 @dataclass

@@ -97,3 +97,12 @@ def test_a_switch_during_a_rewarm_restarts_it():
     plans = _simulate(s, 596.0, 200)  # progress 0.001 per step: switches after steps 100 and 110
     assert [i for i, p in enumerate(plans) if p.switched] == [101, 111]
     assert plans[110].lr_mult == 10 / 32 and plans[111].lr_mult == 1 / 32 and plans[142].lr_mult == 32 / 32
+
+
+def test_compile_shapes_include_a_stage_that_ends_where_recurrence_starts():
+    """Progress exactly at a stage's end is still that stage, and recurrence is on from loop_at:
+    by step count (8 steps) step 2 trains at 32 with recurrence on, so (32, on) must compile."""
+    s = SeqLenSchedule.parse("32@0.25,64@1.0")
+    assert s.seq_len_at(SeqLenSchedule.step_progress(2, 8)) == 32
+    assert s.compile_shapes(0.25) == ((32, False), (32, True), (64, True))
+    assert s.compile_shapes(0.0) == ((32, True), (64, True))  # on from the first step

@@ -79,8 +79,9 @@ class FlashVarlen:
     name = "flash"
 
     def prepare(self, segments: DocSegments) -> tuple[Tensor, int]:
-        # No segment is longer than a row, so the row length bounds max_seqlen without a host sync.
-        return segments.cu_seqlens.to(torch.int32), segments.doc_id.shape[1]
+        # No segment is longer than a row, so the row length bounds max_seqlen without a host sync; the
+        # packing loader knows a tighter bound (its split length), which keeps the kernel's grid small.
+        return segments.cu_seqlens.to(torch.int32), segments.max_len or segments.doc_id.shape[1]
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, mask: tuple[Tensor, int]) -> Tensor:
         from flash_attn import flash_attn_varlen_func

@@ -9,7 +9,8 @@ skips (`skip_rule`), depth recurrence (two plans, `set_recurrence`) and two resi
 
 The mixer is attention (arch "transformer") or GatedDeltaNet (arch "gdn", optionally with
 some attention layers and K/V sharing, spec §6.1). With doc_isolation, the model finds
-the documents in its input (BOS) and nothing crosses from one into the next.
+the documents in its input (BOS), or takes a packed row's `cu_seqlens` from the packing
+loader, and nothing crosses from one into the next.
 """
 from __future__ import annotations
 
@@ -126,11 +127,15 @@ class GPT(nn.Module):
         back reuses the first graph."""
         self.plan = self.plans[bool(on)]
 
-    def documents(self, input_ids: Tensor) -> DocSegments | None:
-        """The batch's documents (doc_isolation), with the attention backend's mask built once."""
+    def documents(self, input_ids: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> DocSegments | None:
+        """The batch's documents (doc_isolation), with the attention backend's mask built once: found
+        at each BOS, or given by a packed row's `cu_seqlens` (pgolf.data.packing, B = 1)."""
         if not self.cfg.doc_isolation:
+            if cu_seqlens is not None:  # a packed row without isolation would attend across all its documents
+                raise ValueError("cu_seqlens given to a model without model.doc_isolation")
             return None
-        segments = DocSegments.from_tokens(input_ids, self.cfg.bos_id)
+        segments = (DocSegments.from_tokens(input_ids, self.cfg.bos_id) if cu_seqlens is None
+                    else DocSegments.from_cu_seqlens(cu_seqlens, input_ids.numel(), max_seqlen))
         return segments.with_attention(self.attention_backend.prepare(segments)) if self.has_attention else segments
 
     def embed(self, input_ids: Tensor, segments: DocSegments | None) -> Tensor:
@@ -145,9 +150,9 @@ class GPT(nn.Module):
         x = rms_norm(x)
         return x if smear is None or smear.before_norm else smear(x, segments)
 
-    def hidden(self, input_ids: Tensor) -> Tensor:
+    def hidden(self, input_ids: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
         """Final-normed hidden states [B, T, D]: the walk over the plan's slots."""
-        segments = self.documents(input_ids)
+        segments = self.documents(input_ids, cu_seqlens, max_seqlen)
         x0 = self.embed(input_ids, segments)
         lanes, skips = (x0,), []
         for slot in self.plan.slots:
@@ -168,15 +173,16 @@ class GPT(nn.Module):
         return (c * torch.tanh(z / c)).float()
 
     def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean", weights: Tensor | None = None,
-                ce: str = "eager") -> Tensor:
+                ce: str = "eager", cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
         """Cross-entropy (nats) of `target_ids`; reduction "none" gives one loss per target.
 
         `weights` (one per target) make the mean Σ w·CE / Σ w. `ce` picks the training
         implementation: "eager" (softcap + F.cross_entropy in fp32, also every eval), the
         fused Triton CE on logits ("fused"), or the fused head that never materialises
-        the logits ("fused_linear"). All compute the same function.
+        the logits ("fused_linear"). All compute the same function. `cu_seqlens` / `max_seqlen`: the
+        documents of a packed row (the packing loader's), instead of finding them at each BOS.
         """
-        h = self.hidden(input_ids)
+        h = self.hidden(input_ids, cu_seqlens, max_seqlen)
         targets = target_ids.reshape(-1)
         flat_w = None if weights is None else weights.reshape(-1)
         c = self.cfg.logit_softcap

@@ -58,13 +58,20 @@ class Rotary(nn.Module):
         self._cache: tuple[int, torch.device, Tensor, Tensor] | None = None
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        if torch.compiler.is_compiling():
+            # In the graph, where they cost nothing: a compiled graph that read the cache would guard
+            # on its length and recompile whenever another length (eval, a seq schedule stage) ran.
+            cos, sin = self._tables(seq_len, device)
+            return cos.to(dtype), sin.to(dtype)
         if self._cache is None or self._cache[0] != seq_len or self._cache[1] != device:
-            rd = self.rope_dims
-            inv_freq = 1.0 / (self.base ** (torch.arange(0, rd, 2, dtype=torch.float32, device=device) / rd))
-            t = torch.arange(seq_len, device=device, dtype=torch.float32)
-            freqs = torch.outer(t, inv_freq)
-            self._cache = (seq_len, device, freqs.cos()[None, None], freqs.sin()[None, None])
+            self._cache = (seq_len, device, *self._tables(seq_len, device))
         return self._cache[2].to(dtype), self._cache[3].to(dtype)
+
+    def _tables(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        rd = self.rope_dims
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, rd, 2, dtype=torch.float32, device=device) / rd))
+        freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+        return freqs.cos()[None, None], freqs.sin()[None, None]
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ class DocSegments:
     doc_id: Tensor  # [B, T] int64: documents counted from each row's start
     cu_seqlens: Tensor  # [S + 1] int64: segment starts in the flattened B*T tokens, then B*T
     attention: Any = None  # the attention backend's form of the documents (a BlockMask, cu_seqlens), if any
+    max_len: int = 0  # the longest segment, where the caller knows it (the packing loader's seq_len); 0: unknown
 
     @staticmethod
     def from_tokens(input_ids: Tensor, bos_id: int) -> "DocSegments":
@@ -28,6 +29,15 @@ class DocSegments:
         flat = starts.reshape(-1).nonzero().squeeze(1)
         total = torch.tensor([input_ids.numel()], device=input_ids.device, dtype=flat.dtype)
         return DocSegments(torch.cumsum(is_bos.long(), dim=1), torch.cat([flat, total]))
+
+    @staticmethod
+    def from_cu_seqlens(cu_seqlens: Tensor, total: int, max_len: int = 0) -> "DocSegments":
+        """The segments of one packed row of `total` tokens, given as the packing loader gives them:
+        segment starts, then `total`, padded with `total` to a static length (pgolf.data.packing).
+        The padding makes empty segments past the end, which no position falls in."""
+        cu = cu_seqlens.long()
+        doc_id = torch.searchsorted(cu, torch.arange(total, device=cu.device), right=True) - 1
+        return DocSegments(doc_id[None], cu, max_len=max_len)
 
     def with_attention(self, attention: Any) -> "DocSegments":
         return replace(self, attention=attention)

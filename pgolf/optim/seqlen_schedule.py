@@ -112,12 +112,13 @@ class SeqLenSchedule:
         """(length, recurrence active) pairs training will meet; loop_at None: no recurrence.
 
         A stage spanning (start, until] meets "off" if it starts before loop_at and "on"
-        if it ends after it (#2014: 1024 off, 2048 off and on, 3072 on).
+        if it ends at or after it: recurrence is on from progress loop_at, and a stage holds
+        its own end (#2014: 1024 off, 2048 off and on, 3072 on).
         """
         items, start = [], 0.0
         for until, seq_len in self.stages:
             modes = [False] if loop_at is None else [m for m, hit in ((False, start < loop_at),
-                                                                      (True, until > loop_at)) if hit]
+                                                                      (True, until >= loop_at)) if hit]
             items += [(seq_len, m) for m in modes or [False]]
             start = until
         return tuple(dict.fromkeys(items))

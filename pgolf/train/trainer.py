@@ -47,7 +47,8 @@ from pgolf.quant.hessians import HessianCollector
 from pgolf.quant.qat import enable_late_qat
 from pgolf.train import checkpoint as ckpt
 from pgolf.train.clock import Clock
-from pgolf.train.loader import DistributedTokenLoader, dataset_fingerprint
+from pgolf.train.feed import TrainFeed, training_progress
+from pgolf.train.loader import dataset_fingerprint
 from pgolf.train.logs import RunLog, plot_curves
 
 ARTIFACT_NAME = "model.pgolf"
@@ -101,7 +102,6 @@ class Trainer:
         self.val = load_val_set(cfg.data.path, tok).to(self.device)
         self.byte_weights = (TargetByteWeights(tok, cfg.train.loss_weights).to(self.device)
                              if cfg.train.loss_weights != "none" else None)
-        self.loader = DistributedTokenLoader(cfg.data.path, env.rank, env.world, tok.vocab_size, self.device)
         self.data_fingerprint = dataset_fingerprint(cfg.data.path, cfg.data.tokenizer)
 
         self.model = prepare_for_device(GPT(cfg.model, mlp_impl=cfg.train.mlp_impl), self.device)
@@ -117,6 +117,9 @@ class Trainer:
         self.ddp = (DDP(self.compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None)
                     if env.distributed else self.compiled)
         self.accum = grad_accum_steps(cfg, env.world)
+        # train.loader and train.seq_schedule (pgolf.train.feed); its state is the checkpoint's "loader"
+        self.loader = TrainFeed.from_config(cfg, env, tok.vocab_size, tok.bos_id, self.accum,
+                                            self.model.attention_backend)
         self.clock = Clock.from_config(cfg, env)
         self.schedule = LRSchedule.from_config(cfg.train, horizon_ms=self.clock.stop_ms)
         self.eval_seq_len = cfg.eval.seq_len or cfg.train.seq_len
@@ -151,6 +154,7 @@ class Trainer:
                            peak_reserved_mib=torch.cuda.max_memory_reserved() // 2**20)
         for stage in self.post_training_stages():
             stage()
+        self.loader.close()
         return TrainResult(self.env.is_main, self.run_dir, self.step, self.clock.train_ms, self.prequant, self.final,
                            self.report)
 
@@ -176,6 +180,7 @@ class Trainer:
             if not self.qat_on and self.schedule.warmdown_mul(self.step, elapsed) < cfg.qat_threshold:
                 self._start_qat()
             self._update_recurrence(elapsed)
+            lr_mul *= self._advance_seq_len(elapsed)
             loss = self._train_step(lr_mul)
             self.step += 1
             self._log_step(loss, lr_mul)
@@ -193,6 +198,15 @@ class Trainer:
         if fraction >= self.cfg.model.stack.loop_start_frac:
             self.model.set_recurrence(True)
             self.log.event("recurrence_on", step=self.step, train_time_ms=elapsed_ms)
+
+    def _advance_seq_len(self, elapsed_ms: float) -> float:
+        """The step's training length (train.seq_schedule), measured like the recurrence switch;
+        returns its LR re-warm multiplier."""
+        progress = training_progress(elapsed_ms, self.step, self.clock.stop_ms, self.cfg.train.iterations)
+        plan = self.loader.advance(self.step, progress)
+        if plan.switched:
+            self.log.event("seq_len", step=self.step, seq_len=plan.seq_len, train_time_ms=elapsed_ms)
+        return plan.lr_mult
 
     def post_training_stages(self) -> list[Callable[[], None]]:
         """What follows the loop, in order. Weight averaging goes first when it lands (every later
@@ -296,7 +310,9 @@ class Trainer:
         model_state = copy.deepcopy(self.model.state_dict())
         opt_states = [copy.deepcopy(opt.state_dict()) for opt in self.optimizers]
         loader_state = self.loader.state_dict()
-        for plan in ((False, True) if self.looped else (False,)):  # compile every plan the run will walk
+        loop_at = self.cfg.model.stack.loop_start_frac if self.looped else None
+        for seq_len, plan in self.loader.compile_shapes(loop_at):  # compile every shape and plan the run will meet
+            self.loader.use_seq_len(seq_len)
             if self.looped:
                 self.model.set_recurrence(plan)
             for _ in range(n):
@@ -316,12 +332,13 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for micro in range(self.accum):
-            x, y = self.loader.next_batch(cfg.train.batch_tokens, cfg.train.seq_len, self.accum)
+            batch = self.loader.next_batch()
+            x, y = batch.inputs, batch.targets
             sync = micro == self.accum - 1 or not isinstance(self.ddp, DDP)
             weights = self.byte_weights(x, y) if self.byte_weights is not None else None
             with contextlib.nullcontext() if sync else self.ddp.no_sync():  # all-reduce grads once per step
                 with autocast_for(self.device):
-                    loss = self.ddp(x, y, weights=weights, ce=cfg.train.ce)
+                    loss = self.ddp(x, y, weights=weights, ce=cfg.train.ce, **batch.model_kwargs())
                 (loss / self.accum).backward()
             total += loss.detach()
         for group in self.muon.param_groups:
@@ -422,9 +439,9 @@ class Trainer:
             collector = HessianCollector(self.model)
             try:
                 for _ in range(cfg.export.calib_batches):
-                    x, y = self.loader.next_batch(cfg.train.batch_tokens, cfg.train.seq_len, self.accum)
+                    batch = self.loader.next_batch()
                     with autocast_for(self.device):
-                        self.model(x, y)
+                        self.model(batch.inputs, batch.targets, **batch.model_kwargs())
                 self.hessians = collector.hessians()
             finally:
                 collector.remove()
