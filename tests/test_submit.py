@@ -12,39 +12,124 @@ import pytest
 
 from conftest import TINY
 from pgolf.errors import PgolfError
-from pgolf.submit.pack import WRAPPER_HEAD, pack, unpack_program
-from pgolf.submit.records import SubmitOptions, write_submission
+from pgolf.config import from_dict, load_config
+from pgolf.export import trace
+from pgolf.export.code_size import count_code_bytes
+from pgolf.export.pack import WRAPPER_HEAD, pack, unpack_files
 from pgolf.export.trace import import_closure
+from pgolf.submit.records import SubmitOptions, write_submission
 
-pytest.importorskip("python_minifier")
+# the 1.0611 record's components (challenge-spec §5; the record_1855 preset lists the same fields)
+RECORD_1855 = [
+    "model.vocab_size=8192", "model.num_layers=11", "model.mlp_mult=4", "model.mlp_activation=leaky_relu2",
+    "model.smear_gate=true", "model.smear_form=input_gated", "model.doc_isolation=true", "model.init=record",
+    "model.attention.rope_dims=16", "model.attention.qk_gain_init=5.0", "model.attention.xsa=all",
+    "model.attention.sparse_gate=true", "model.attention.sparse_gate_scale=0.5", "model.stack.ln_scale=true",
+    "model.stack.skip_gates=true", "model.stack.loop_layers=3-5", "model.stack.parallel_start=8",
+    "optim.muon_coefficients=polar_express", "optim.muon_row_normalize=true", "optim.muon_wd=0.095",
+    "optim.muon_sharded=true", "train.batch_tokens=786432", "train.seq_len=2048", "train.ce=fused", "train.mlp_impl=fused",
+    "export.method=gptq", "export.matrix_bits=6", "export.embed_bits=7", "export.lqer_top=3", "export.codec=lrzip",
+    "export.layout=grouped"]
+
+GDN_ONLY = {"pgolf.model.gdn", "pgolf.ops.fla_gdn", "pgolf.ops.gdn", "pgolf_kernels.gdn_chunk", "pgolf_kernels.gdn_state"}
+PACKER = {"pgolf.export.trace", "pgolf.export.pack", "pgolf.export.minify"}
+
+
+def preset(name, *overrides):
+    return load_config(name, list(overrides), env={})
 
 
 @pytest.fixture(scope="module")
 def packed_smoke():
-    return pack("smoke")
+    return pack(preset("smoke"))
 
 
 def test_closure_is_the_training_entry_and_nothing_else():
-    mods = import_closure().modules
+    mods = import_closure().modules  # no config: every option on
     assert {"pgolf.train.trainer", "pgolf.config", "pgolf.export.export", "pgolf.metric.bpb", "pgolf.eval.scoring"} <= set(mods)
     assert {"pgolf_kernels.gdn_state", "pgolf_kernels.newton_schulz"} <= set(mods)  # loaded by name (kernel_module)
-    for absent in ("pgolf.cli", "pgolf.demo", "pgolf.stats", "pgolf.check.harness", "pgolf.submit.pack",
-                   "pgolf.data.prepare", "pgolf.data.download", "pgolf.eval.commands", "pgolf.data.overlap"):
+    for absent in ("pgolf.cli", "pgolf.demo", "pgolf.stats", "pgolf.check.harness", "pgolf.submit.records",
+                   "pgolf.data.prepare", "pgolf.data.download", "pgolf.eval.commands", "pgolf.data.overlap",
+                   "pgolf.train.commands"):
         assert absent not in mods
     assert all(f"{'.'.join(m.split('.')[:i])}" in mods for m in mods for i in range(1, len(m.split("."))))
+
+
+def test_closure_per_preset_holds_only_what_its_options_run():
+    smoke = set(import_closure(preset("smoke")).modules)
+    assert not smoke & (GDN_ONLY | PACKER)
+    for absent in ("pgolf.quant.gptq", "pgolf.quant.hessians", "pgolf.quant.lqer", "pgolf.quant.qat",
+                   "pgolf.ops.int6_matmul", "pgolf.ops.softcapped_ce", "pgolf.ops.leaky_relu2_mlp", "pgolf.eval.packed"):
+        assert absent not in smoke
+    assert {"pgolf.optim.muon", "pgolf.ops.newton_schulz", "pgolf_kernels.newton_schulz", "pgolf.quant.rtn"} <= smoke
+    gdn = import_closure(preset("gdn"))
+    assert GDN_ONLY | {"pgolf.quant.gptq", "pgolf.quant.hessians", "pgolf.quant.qat", "pgolf.ops.int6_matmul"} <= set(
+        gdn.modules)  # gptq export, late QAT through the int6 kernel
+    assert [p.name for p in gdn.native] == ["int6_matmul.cu", "int6_matmul_binding.cpp", "int6_pack.cuh"]  # pgolf._C
+    assert import_closure(preset("smoke")).native == ()
+    record = set(import_closure(preset("baseline", *RECORD_1855)).modules)
+    assert {"pgolf.ops.softcapped_ce", "pgolf_kernels.softcapped_ce", "pgolf.ops.leaky_relu2_mlp", "pgolf.quant.lqer",
+            "pgolf.quant.gptq", "pgolf.data.caseops"} <= record
+    assert not record & (GDN_ONLY | PACKER | {"pgolf.quant.qat", "pgolf.ops.int6_matmul"})
+
+
+def test_an_optional_module_imported_at_module_level_is_refused(monkeypatch):
+    """Leaving out an optional module is only honest if nothing imports it unconditionally."""
+    monkeypatch.setitem(trace.OPTIONAL, "pgolf.model.attention", lambda c: False)  # gpt.py imports it at the top
+    with pytest.raises(PgolfError, match="gpt.py: imports pgolf.model.attention at module level"):
+        import_closure(preset("smoke"))
+    assert "pgolf.model.attention" in import_closure().modules  # without a config, every option is on
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,overrides", [("smoke", []), ("baseline", RECORD_1855)])
+def test_a_run_loads_nothing_outside_its_closure(tmp_path, tiny_data, name, overrides):
+    """The static closure against the modules a tiny run of the same options really loads (training, export,
+    the artifact's score), in a fresh process."""
+    data, tok = tiny_data
+    shrink = ["model.vocab_size=1024", "model.num_layers=4", "model.stack.loop_layers=1-2",
+              "model.stack.parallel_start=3", "export.codec=brotli", "export.calib_batches=2"] if overrides else []
+    args = [*overrides, *TINY, *shrink, f"data.path={data}", f"data.tokenizer={tok}", f"run.out_dir={tmp_path}",
+            "run.name=t"]
+    code = ("import sys,json\nfrom pgolf.config import load_config\nfrom pgolf.train.trainer import run_training\n"
+            f"run_training(load_config({name!r}, {args!r}, env={{}}))\n"
+            "print('MODULES', json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('pgolf', 'pgolf_kernels'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_package_env(), timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = set(json.loads(proc.stdout.split("MODULES ", 1)[1]))
+    closure = set(import_closure(load_config(name, args, env={})).modules)
+    assert loaded - {"pgolf._C", "pgolf.ngram._ngram_state"} <= closure, loaded - closure
+    assert not loaded & GDN_ONLY
 
 
 def test_packed_script_format(packed_smoke):
     text = packed_smoke.script.decode("ascii")
     lines = text.splitlines()
     assert len(lines) == 2 and lines[0] + "\n" == WRAPPER_HEAD and packed_smoke.code_bytes == len(packed_smoke.script)
-    program = unpack_program(packed_smoke.script)
-    files = ast.literal_eval(program.split("\n")[1][2:])
-    assert set(files) == set(packed_smoke.files) and "pgolf/configs/smoke.toml" in files
+    files = unpack_files(packed_smoke.script)
+    assert set(files) == set(packed_smoke.files) and "pgolf/configs/recipe.toml" in files
+    assert set(files) == {trace.archive_name(m, p) for m, p in packed_smoke.closure.modules.items()} | {
+        "pgolf/configs/recipe.toml"}  # the closure, nothing else
     for name, source in files.items():
         if name.endswith(".py"):
             compile(source, name, "exec")  # minified sources are valid Python
     assert packed_smoke.minified_bytes < packed_smoke.source_bytes
+    recipe = files["pgolf/configs/recipe.toml"]  # the fields that differ from the defaults, no per-run ones
+    assert load_config(None, [], env={}).to_dict() != preset("smoke").to_dict()
+    assert "num_layers = 4" in recipe and "seed" not in recipe and "out_dir" not in recipe
+
+
+def test_packed_recipe_is_the_config(tmp_path):
+    """The embedded TOML, loaded as the packed script loads it, is the configuration (per-run fields aside)."""
+    from pgolf.export.pack import RUN_ONLY
+
+    cfg = preset("baseline", *RECORD_1855, "run.seed=5", "run.name=x")
+    toml = tmp_path / "recipe.toml"
+    toml.write_text(unpack_files(pack(cfg).script)["pgolf/configs/recipe.toml"])
+    got, want = load_config(toml, env={}).to_dict(), cfg.to_dict()
+    for key in RUN_ONLY:
+        got["run"].pop(key), want["run"].pop(key)
+    assert got == want
 
 
 def _package_env():
@@ -96,8 +181,10 @@ def test_records_folder(tmp_path, seed_runs):
     code = (tmp_path / "rec" / "train_gpt.py").stat().st_size
     assert sub["bytes_code"] == code and sub["bytes_total"] == max(r["export"]["artifact_bytes"] for r in results) + code
     assert 0 <= sub["p_value"] < 0.01 and sub["significance"]["progression_rule"]["passes"]
-    program = unpack_program((tmp_path / "rec" / "train_gpt.py").read_bytes())
-    assert "pgolf/configs/submission.toml" in program  # the runs' own recipe is the packed preset
+    files = unpack_files((tmp_path / "rec" / "train_gpt.py").read_bytes())
+    assert "num_layers = 2" in files["pgolf/configs/recipe.toml"]  # the runs' own recipe is the packed preset
+    run_cfg = from_dict(json.loads((seed_runs[0] / "config.json").read_text()), "config.json")
+    assert count_code_bytes("wrapped", run_cfg).counted_bytes == code  # what export.code_bytes="wrapped" counts
     reqs = (tmp_path / "rec" / "requirements.txt").read_text()
     assert "torch" in reqs and "brotli" in reqs and "pgolf" not in reqs.split("#")[0]
     assert "bytes_total" in (tmp_path / "rec" / "README.md").read_text() and "verification" not in sub

@@ -2,7 +2,7 @@
 
 From the seed runs of one recipe (run directories written by `pgolf train`) it writes:
 
-- `train_gpt.py`: the packed script (`pgolf.submit.pack`) whose embedded preset is the
+- `train_gpt.py`: the packed script (`pgolf.export.pack`) whose embedded preset is the
   runs' own configuration, so `torchrun --nproc_per_node=8 train_gpt.py SEED=<s>` repeats
   a run (data paths from the config, or DATA_PATH / TOKENIZER_PATH);
 - `submission.json`: author, github_id, name, date, track, val_bpb (mean), val_bpb_std,
@@ -33,12 +33,11 @@ from pathlib import Path
 from pgolf import stats
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json
-from pgolf.submit.pack import Packed, pack
-from pgolf.export.trace import Closure, import_closure
+from pgolf.export.pack import Packed, pack, recipe
+from pgolf.export.trace import Closure
 from pgolf.submit.verify import packed_eval, run_isolated
 
 SIZE_LIMIT = 16_000_000
-RUN_ONLY = ("name", "out_dir", "seed", "resume", "overwrite", "progress")  # run.* that do not define the recipe
 
 
 @dataclass(frozen=True)
@@ -65,14 +64,6 @@ def read_run(run_dir: str | Path) -> Run:
     return Run(run_dir, config, result, seed)
 
 
-def recipe(config: dict) -> dict:
-    """The configuration without the per-run fields."""
-    out = {section: dict(values) for section, values in config.items()}
-    for key in RUN_ONLY:
-        out.get("run", {}).pop(key, None)
-    return out
-
-
 def check_runs(runs: list[Run]) -> None:
     if not runs:
         raise PgolfError("pgolf submit needs at least one run directory")
@@ -85,33 +76,6 @@ def check_runs(runs: list[Run]) -> None:
     seeds = [r.seed for r in runs]
     if len(set(seeds)) != len(seeds):
         raise PgolfError(f"runs repeat a seed ({seeds}); a submission reports distinct seeds")
-
-
-def toml_text(config: dict) -> str:
-    """A TOML preset holding a configuration (sections of str/int/float/bool, nested sections as [a.b])."""
-    lines = ["# The recipe of the submitted runs (pgolf submit)."]
-
-    def section(name: str, values: dict) -> None:
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{key} = {_toml_value(f'{name}.{key}', value)}" for key, value in values.items()
-                     if not isinstance(value, dict))
-        for key, value in values.items():
-            if isinstance(value, dict):
-                section(f"{name}.{key}", value)
-
-    for name, values in config.items():
-        section(name, values)
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(key: str, value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    raise PgolfError(f"config {key}: cannot write a {type(value).__name__} to TOML")
 
 
 def requirements(closure: Closure) -> list[str]:
@@ -262,17 +226,10 @@ def write_submission(run_dirs: list[str | Path], opts: SubmitOptions) -> dict:
     out = Path(opts.out_dir)
     if out.exists() and any(out.iterdir()):
         raise PgolfError(f"{out} exists and is not empty; choose a new records folder")
-    out.mkdir(parents=True, exist_ok=True)
-    preset = out / ".recipe" / "submission.toml"
-    preset.parent.mkdir()
-    try:
-        preset.write_text(toml_text(recipe(runs[0].config)), encoding="utf-8")
-        closure = import_closure()
-        packed = pack(str(preset), closure)
-    finally:
-        shutil.rmtree(preset.parent, ignore_errors=True)
+    packed = pack(runs[0].config)  # the same script a run with export.code_bytes="wrapped" counts
     sub = submission(runs, packed, opts)
-    reqs = requirements(closure)
+    reqs = requirements(packed.closure)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "train_gpt.py", packed.script)
     if opts.verify:
         sub["verification"] = {"method": "train_gpt.py eval ARTIFACT in `python -I -S` with only site-packages "
