@@ -229,6 +229,19 @@ def test_records_folder_verified_by_the_packed_script(tmp_path, seed_runs):
         assert v["bytes_total"] == sub["seed_results"][seed]["bytes_total"] < 16_000_000
 
 
+@pytest.mark.slow
+def test_a_wrapped_run_counts_the_script_submit_ships(tmp_path, tiny_data):
+    """export.code_bytes=wrapped: the run's logged code bytes are the size of the train_gpt.py pgolf submit writes."""
+    from conftest import tiny_config
+    from pgolf.train.trainer import run_training
+
+    run = run_training(tiny_config(tiny_data, tmp_path, "export.code_bytes=wrapped", "run.seed=3")).run_dir
+    export = json.loads((run / "result.json").read_text())["export"]
+    sub = write_submission([run], SubmitOptions(tmp_path / "rec", "a", "b", "c", verify=False))
+    assert export["code_mode"] == "wrapped"
+    assert export["code_bytes"] == sub["bytes_code"] == (tmp_path / "rec" / "train_gpt.py").stat().st_size
+
+
 def test_records_folder_refuses_bad_input(tmp_path, seed_runs):
     opts = SubmitOptions(tmp_path / "rec", "a", "b", "c", verify=False)
     with pytest.raises(PgolfError, match="repeat a seed"):
