@@ -33,8 +33,6 @@ NATIVE_MODULE = "pgolf._C"
 NATIVE_SUFFIXES = (".cu", ".cuh", ".cpp", ".h")
 # what a run executes: the config loader, the trainer (it exports), and the artifact scorer (`train_gpt.py eval`)
 ENTRY_MODULES = ("pgolf.config", "pgolf.train.trainer", "pgolf.eval.scoring")
-# `python -m pgolf.train`: the package's own command line (not part of a packed script)
-PACKAGE_ENTRY_MODULES = (*ENTRY_MODULES, "pgolf.train.__main__")
 
 # module (and everything below it) -> when a run needs it; the importers import it lazily, where the option runs
 OPTIONAL: dict[str, Callable[[Config], bool]] = {
@@ -121,9 +119,9 @@ def import_closure(cfg: Config | None = None, entries: tuple[str, ...] = ENTRY_M
     """The modules `entries` need under `cfg` (None: every option on, i.e. every optional module)."""
     modules: dict[str, Path] = {}
     native = False
-    todo: list[tuple[str, str | None]] = [(e, None) for e in entries]
+    todo = list(entries)
     while todo:
-        name, importer = todo.pop()
+        name = todo.pop()
         if name in modules:
             continue
         if name == NATIVE_MODULE:
@@ -136,7 +134,7 @@ def import_closure(cfg: Config | None = None, entries: tuple[str, ...] = ENTRY_M
             continue  # a name imported from a module (a function, a class), or a third-party module
         modules[name] = path
         parts = name.split(".")
-        todo += [(".".join(parts[:i]), name) for i in range(1, len(parts))]  # parent packages run first
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
         for target, lazy in sorted(imported_names(name, path).items()):
             owner = optional_owner(target)
             if cfg is not None and owner is not None and optional_owner(name) != owner and not OPTIONAL[owner](cfg):
@@ -144,7 +142,7 @@ def import_closure(cfg: Config | None = None, entries: tuple[str, ...] = ENTRY_M
                     raise PgolfError(f"{path}: imports {target} at module level, but {owner} is optional "
                                      f"(pgolf.export.trace.OPTIONAL): import it where the option runs")
                 continue
-            todo.append((target, name))
+            todo.append(target)
     csrc = ROOTS["pgolf"].parent / "csrc"
     used = set(modules) | ({NATIVE_MODULE} if native else set())
     sources = tuple(sorted(p for p in csrc.glob("*") if p.suffix in NATIVE_SUFFIXES and native_of(p) in used)
