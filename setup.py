@@ -64,8 +64,7 @@ setup(
     ],
     extras_require={
         # triton: the CPU interpreter tier; scipy: the stats tests; import-linter: the layers test
-        "test": ["pytest", "hypothesis", "triton", "scipy", "python-minifier", "import-linter"],
-        "submit": ["python-minifier"],  # pgolf submit / pack
+        "test": ["pytest", "hypothesis", "triton", "scipy", "import-linter"],
         # What a GPU user installs beside a CUDA torch (2.11 / CUDA 13 checked): each is used when
         # importable and pgolf falls back to its own kernels when not. flash-attn has no wheel on
         # PyPI: pip builds its sdist against the installed torch (needs nvcc; install it with

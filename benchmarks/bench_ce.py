@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import kernel_bench_args, median_seconds, sync
-from pgolf.ops import linear_softcapped_cross_entropy, softcapped_cross_entropy
+from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
 SOFTCAP = 30.0
 

@@ -118,7 +118,8 @@ def _ce_grads(fn, leaves):
 
 
 def ce_checks(ctx: Context) -> list[Check]:
-    from pgolf.ops import linear_softcapped_cross_entropy, reference_softcapped_ce, softcapped_cross_entropy
+    from pgolf.ops.softcapped_ce import (linear_softcapped_cross_entropy, reference_softcapped_ce,
+                                         softcapped_cross_entropy)
 
     n, v, d = (96, 160, 32) if ctx.dry_run else (65_536, 8192, 512)
     logits, targets, weights = _ce_inputs(ctx, n, v, 1)
@@ -177,7 +178,7 @@ def liger_providers():
 
 def ce_bench(ctx: Context) -> None:
     from bench_ce import eager_ce
-    from pgolf.ops import linear_softcapped_cross_entropy, softcapped_cross_entropy
+    from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
     copy_gbps, _ = ceilings(ctx)
     shapes = [(64, 128)] if ctx.dry_run else [(n, v) for n in (65_536, 98_304) for v in (1024, 8192)]

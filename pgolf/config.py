@@ -334,7 +334,8 @@ class ExportConfig:
     layout: str = setting("plain", "ARTIFACT_LAYOUT", ("plain", "grouped"),
                           help="grouped: codes by tensor class, rows reordered, transposed, packed or not (spec 5.12)")
     code_bytes: str = setting("raw", "CODE_BYTES", ("raw", "wrapped"),
-                              help="how the code counts: raw source bytes, or a compressed self-extracting wrapper")
+                              help="how the code counts: the raw bytes of the files the run needs, or the "
+                                   "packed train_gpt.py that pgolf submit ships")
 
 
 @dataclass

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,8 @@ from pgolf.eval.evaluator import evaluate
 from pgolf.export import codecs
 from pgolf.export import export as export_mod
 from pgolf.export.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
-from pgolf.export.code_size import build_wrapper, code_files, count_code_bytes
+from pgolf.export.code_size import count_code_bytes
+from pgolf.export.pack import code_files, pack
 from pgolf.export.export import ArtifactTooLarge, build_artifact, export_model, load_artifact_state
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.quant.recipe import quantize_state
@@ -165,10 +164,12 @@ def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, mon
     path = tmp_path / "m.pgolf"
     fixed = {"created_utc": "2026-01-01T00:00:00+00:00"}  # a timestamp's bytes compress to varying sizes
     report, _ = export_model(model.state_dict(), cfg.to_dict()["model"], rtn(), path, meta=fixed)
-    files = code_files()
-    assert {name.split("/")[0] for name, _ in files} == {"pgolf", "pgolf_kernels", "csrc"}  # all shipped code
+    run_cfg = from_dict({"model": cfg.to_dict()["model"], "export": cfg.to_dict()["export"] | {"method": "rtn"}}, "t")
+    _, files, raw = code_files(run_cfg)  # the run's import closure, its native sources and its recipe
+    assert {name.split("/")[0] for name in files} == {"pgolf", "pgolf_kernels"}  # rtn, no late QAT: no pgolf._C
+    assert "pgolf/configs/recipe.toml" in files and "pgolf/model/gdn.py" not in files
     assert report.artifact_bytes == path.stat().st_size
-    assert report.code_bytes == sum(f.stat().st_size for _, f in files) and report.code_mode == "raw"
+    assert report.code_bytes == raw and report.code_mode == "raw"
     assert report.total_bytes == report.artifact_bytes + report.code_bytes < 16_000_000
 
     monkeypatch.setattr(export_mod, "SIZE_LIMIT", report.total_bytes)  # exactly at the limit is too large
@@ -177,13 +178,18 @@ def test_export_enforces_the_limit_and_reports_bytes(trained_like, tmp_path, mon
     assert not (tmp_path / "big.pgolf").exists()
 
 
-def test_wrapped_code_is_a_real_self_extracting_script(tmp_path):
-    wrapper = build_wrapper(code_files())
-    assert count_code_bytes("wrapped").counted_bytes == len(wrapper) < count_code_bytes("raw").counted_bytes
+def test_wrapped_code_is_what_pgolf_submit_ships(tmp_path, monkeypatch):
+    """export.code_bytes="wrapped" counts the packed train_gpt.py of the run's config (one function, no estimate);
+    a packed script counts its own file."""
+    from pgolf.export import code_size
+
+    cfg = load_config("baseline", env={})
+    wrapped = count_code_bytes("wrapped", cfg)
+    assert wrapped.counted_bytes == len(pack(cfg).script) < count_code_bytes("raw", cfg).counted_bytes
     script = tmp_path / "train_gpt.py"
-    script.write_bytes(wrapper)
-    r = subprocess.run([sys.executable, "-I", str(script), "--version"], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout.startswith("pgolf "), r.stderr
+    script.write_bytes(b"x" * 1234)
+    monkeypatch.setattr(code_size, "PACKED_SCRIPT", str(script))
+    assert count_code_bytes("wrapped", cfg).counted_bytes == count_code_bytes("raw", cfg).counted_bytes == 1234
 
 
 def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_like, tmp_path, own_tokenizer,

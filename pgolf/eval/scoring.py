@@ -12,7 +12,6 @@ from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
 from pgolf.eval.modes import EvalContext, run_eval
 from pgolf.export.artifact import read_artifact
-from pgolf.eval.packed import swap_in_packed_layers
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
@@ -28,8 +27,11 @@ def model_from_artifact(path: str | Path, device: torch.device, packed: bool = F
         model.load_state_dict(dequantize_state_dict(art.tensors))
     except RuntimeError as e:  # the tensors do not fit the model the file's own config describes
         raise PgolfError(f"{path}: its tensors do not match its model config ({str(e).splitlines()[0]})") from None
-    if packed and swap_in_packed_layers(model, art.tensors) == 0:
-        raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
+    if packed:
+        from pgolf.eval.packed import swap_in_packed_layers  # `pgolf eval --packed` only (trace.OPTIONAL)
+
+        if swap_in_packed_layers(model, art.tensors) == 0:
+            raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
     return model, art.meta
 
 

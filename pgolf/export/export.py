@@ -5,6 +5,7 @@ The challenge's limit is on artifact + code: strictly below 16,000,000 bytes (de
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,10 +90,14 @@ def build_artifact(state: dict[str, Tensor], model_config: dict, cfg: ExportConf
 
 def export_model(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig, path: str | Path,
                  meta: dict | None = None, hessians: dict[str, Tensor] | None = None,
-                 roles: dict[str, Role] | None = None) -> tuple[ExportReport, Artifact]:
+                 roles: dict[str, Role] | None = None, run_config: Config | None = None) -> tuple[ExportReport, Artifact]:
+    """Write the artifact if it and the code fit under the limit. The code counted is what a run of
+    `run_config` needs (default: the model and export settings given, every other section at its defaults)."""
     art = build_artifact(state, model_config, cfg, meta, hessians, roles)
     blob, streams = encode_artifact(art, cfg.layout, cfg.codec)
-    code = count_code_bytes(cfg.code_bytes)
+    if run_config is None:
+        run_config = from_dict({"model": model_config, "export": dataclasses.asdict(cfg)}, "the export settings")
+    code = count_code_bytes(cfg.code_bytes, run_config)
     report = ExportReport(str(path), cfg.method, cfg.layout, len(blob), code.counted_bytes, code.mode,
                           len(blob) + code.counted_bytes, sum(t.numel() for t in state.values()), tuple(streams))
     if report.total_bytes >= SIZE_LIMIT:

@@ -23,14 +23,12 @@ from pgolf.model.attention import build_attention
 from pgolf.model.attention_backends import choose_backend
 from pgolf.model.block import Block, ParallelBlock
 from pgolf.model.embeddings import BigramHash, InputGatedSmearGate, SmearGate
-from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.init import apply_init
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.mlp import build_mlp
 from pgolf.model.plan import build_plan
 from pgolf.model.roles import CONTROL, Role, declare, param_roles
 from pgolf.model.segments import DocSegments
-from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
 def tokenizer_mismatch(cfg: ModelConfig, vocab_size: int, bos_id: int) -> str | None:
     """Why a tokenizer cannot feed this model, or None."""
@@ -51,6 +49,8 @@ def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Blo
         if i in attn:
             mixer = build_attention(cfg, i, backend)
         else:
+            from pgolf.model.gdn import GatedDeltaNet  # arch "gdn" only (pgolf.export.trace.OPTIONAL)
+
             owner = blocks[i - i % cfg.kv_share_stride].mixer if i % cfg.kv_share_stride else None
             mixer = GatedDeltaNet(d, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size, cfg.gdn_chunk_size,
                                   owner if isinstance(owner, GatedDeltaNet) else None, cfg.gdn_backend)
@@ -187,6 +187,8 @@ class GPT(nn.Module):
         flat_w = None if weights is None else weights.reshape(-1)
         c = self.cfg.logit_softcap
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        if ce in ("fused", "fused_linear"):  # the fused CE ops load only where used (pgolf.export.trace.OPTIONAL)
+            from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
         if ce == "fused_linear":
             flat = h.reshape(-1, h.size(-1))
             if torch.is_autocast_enabled(flat.device.type):  # a custom op gets no autocast: cast as F.linear would

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
 from pgolf.model.roles import matrix
-from pgolf.ops.leaky_relu2_mlp import leaky_relu_squared_mlp
 
 ACTIVATIONS = {"relu2": 0.0, "leaky_relu2": 0.5}  # name -> negative slope (relu² is slope 0)
 IMPLS = ("eager", "fused")
@@ -59,6 +58,8 @@ class FusedSquaredMLP(LeakyReluSquaredMLP):
             return super().forward(x)
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
+        from pgolf.ops.leaky_relu2_mlp import leaky_relu_squared_mlp  # mlp_impl "fused" only (trace.OPTIONAL)
+
         return leaky_relu_squared_mlp(x, self.fc.weight, self.proj.weight, self.negative_slope)
 
 

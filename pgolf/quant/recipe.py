@@ -26,8 +26,6 @@ from pgolf.errors import PgolfError
 from pgolf.model.roles import Role, RoleError
 from pgolf.quant.encoding import Encoded, decode
 from pgolf.ops.quantize import codes_for, sdclip_scale
-from pgolf.quant.gptq import gptq_codes
-from pgolf.quant.lqer import GROUP, lqer_parts
 from pgolf.quant.rtn import rowmax_int8, rtn_rows, rtn_tensor
 
 KEEP_FLOAT_MAX_NUMEL = 65_536
@@ -52,6 +50,8 @@ def _np(t: Tensor):
 def _encode_matrix(w: Tensor, role: Role, cfg: ExportConfig, hessian: Tensor | None) -> Encoded:
     bits = cfg.embed_bits if role.bits == "embed" else cfg.matrix_bits
     if cfg.method == "gptq":
+        from pgolf.quant.gptq import gptq_codes  # gptq only (pgolf.export.trace.OPTIONAL)
+
         scale = sdclip_scale(w, bits, clip_sigmas(cfg, role))
         codes = (gptq_codes(w, hessian.to(w.device), scale.float(), bits) if hessian is not None
                  else codes_for(w, scale.float(), bits))
@@ -99,6 +99,8 @@ def quantize_state(state: dict[str, Tensor], cfg: ExportConfig, roles: Mapping[s
 
 
 def _add_lqer(out: dict[str, Encoded], state: dict[str, Tensor], roles: Mapping[str, Role], cfg: ExportConfig) -> None:
+    from pgolf.quant.lqer import GROUP, lqer_parts  # lqer_top > 0 only (pgolf.export.trace.OPTIONAL)
+
     errors = {}
     for name, e in out.items():
         if (e.scheme == "int_row" and roles[name].quant == "coded"

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="write the packed train_gpt.py of a preset and print its counted code bytes")
     p.add_argument("--config", default="baseline", help="preset name or .toml")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (environment variables ignored)")
     p.set_defaults(func=_pack)
 
 
@@ -38,10 +39,11 @@ def _submit(args) -> None:
 
 
 def _pack(args) -> None:
+    from pgolf.config import load_config
+    from pgolf.export.pack import pack
     from pgolf.fileio import atomic_write_bytes
-    from pgolf.submit.pack import pack
 
-    packed = pack(args.config)
+    packed = pack(load_config(args.config, args.overrides, env={}))
     atomic_write_bytes(args.out, packed.script)
     print(f"{args.out}: {packed.code_bytes:,} counted code bytes ({len(packed.files)} files, {packed.source_bytes:,} B "
           f"source, {packed.minified_bytes:,} B minified)")

@@ -2,7 +2,7 @@
 
 From the seed runs of one recipe (run directories written by `pgolf train`) it writes:
 
-- `train_gpt.py`: the packed script (`pgolf.submit.pack`) whose embedded preset is the
+- `train_gpt.py`: the packed script (`pgolf.export.pack`) whose embedded preset is the
   runs' own configuration, so `torchrun --nproc_per_node=8 train_gpt.py SEED=<s>` repeats
   a run (data paths from the config, or DATA_PATH / TOKENIZER_PATH);
 - `submission.json`: author, github_id, name, date, track, val_bpb (mean), val_bpb_std,
@@ -14,7 +14,7 @@ From the seed runs of one recipe (run directories written by `pgolf train`) it w
   packed code imports; `README.md`: the numbers and how to reproduce them.
 
 Unless told not to, it then rescores every seed's artifact with the packed script itself
-(`train_gpt.py eval`) in a process that cannot import pgolf, and requires the run's
+(`train_gpt.py eval`) in a clean venv that holds only requirements.txt (pgolf.submit.verify), and requires the run's
 val_bpb and a total under the limit (`verification` in submission.json).
 
 It refuses runs of different recipes or val sets, and a total at or over 16,000,000 bytes.
@@ -33,12 +33,11 @@ from pathlib import Path
 from pgolf import stats
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json
-from pgolf.submit.pack import Packed, pack
-from pgolf.export.trace import Closure, import_closure
-from pgolf.submit.verify import packed_eval, run_isolated
+from pgolf.export.pack import Packed, pack, recipe
+from pgolf.export.trace import Closure
+from pgolf.submit.verify import isolated_python, packed_eval, run_isolated
 
 SIZE_LIMIT = 16_000_000
-RUN_ONLY = ("name", "out_dir", "seed", "resume", "overwrite", "progress")  # run.* that do not define the recipe
 
 
 @dataclass(frozen=True)
@@ -65,14 +64,6 @@ def read_run(run_dir: str | Path) -> Run:
     return Run(run_dir, config, result, seed)
 
 
-def recipe(config: dict) -> dict:
-    """The configuration without the per-run fields."""
-    out = {section: dict(values) for section, values in config.items()}
-    for key in RUN_ONLY:
-        out.get("run", {}).pop(key, None)
-    return out
-
-
 def check_runs(runs: list[Run]) -> None:
     if not runs:
         raise PgolfError("pgolf submit needs at least one run directory")
@@ -85,33 +76,6 @@ def check_runs(runs: list[Run]) -> None:
     seeds = [r.seed for r in runs]
     if len(set(seeds)) != len(seeds):
         raise PgolfError(f"runs repeat a seed ({seeds}); a submission reports distinct seeds")
-
-
-def toml_text(config: dict) -> str:
-    """A TOML preset holding a configuration (sections of str/int/float/bool, nested sections as [a.b])."""
-    lines = ["# The recipe of the submitted runs (pgolf submit)."]
-
-    def section(name: str, values: dict) -> None:
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{key} = {_toml_value(f'{name}.{key}', value)}" for key, value in values.items()
-                     if not isinstance(value, dict))
-        for key, value in values.items():
-            if isinstance(value, dict):
-                section(f"{name}.{key}", value)
-
-    for name, values in config.items():
-        section(name, values)
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(key: str, value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    raise PgolfError(f"config {key}: cannot write a {type(value).__name__} to TOML")
 
 
 def requirements(closure: Closure) -> list[str]:
@@ -231,29 +195,35 @@ variables (DATA_PATH, TOKENIZER_PATH, ...) override it. Requirements: {', '.join
 """
 
 
-def verify_artifacts(runs: list[Run], script: Path, code_bytes: int) -> dict:
-    """Score each seed's artifact file with the packed script (`train_gpt.py eval`) in a fresh process that
-    cannot import pgolf; its val_bpb must equal the run's (relative 1e-9) and artifact + code stay under the limit."""
-    out = {}
-    for run in runs:
-        artifact = run.path / Path(run.result["export"]["path"]).name
-        ev = run.config["eval"]
-        # data and tokenizer as the run saw them (a relative path is the run's cwd's, not the records folder's)
-        args = ["eval", str(artifact.resolve()), f"stride={ev['stride']}", f"batch_tokens={ev['batch_tokens']}",
-                f"data={Path(run.config['data']['path']).resolve()}",
-                f"tokenizer={Path(run.config['data']['tokenizer']).resolve()}"]
-        if run.config["run"]["device"] != "auto":
-            args.append(f"device={run.config['run']['device']}")
-        got = packed_eval(run_isolated(script, args, cwd=script.parent))
-        want = run.result["final"]["val_bpb"]
-        total = artifact.stat().st_size + code_bytes
-        if abs(got["val_bpb"] - want) > 1e-9 * want or got["token_count"] != run.result["final"]["token_count"]:
-            raise PgolfError(f"{artifact}: the packed script scores val_bpb {got['val_bpb']!r}, the run logged {want!r}")
-        if total >= SIZE_LIMIT:
-            raise PgolfError(f"{artifact}: {artifact.stat().st_size:,} B + code {code_bytes:,} B is not under {SIZE_LIMIT:,}")
-        out[str(run.seed)] = {"val_bpb": got["val_bpb"], "logged_val_bpb": want, "bytes_total": total,
-                              "eval_seconds": got["eval_seconds"]}
-    return out
+def verify_artifacts(runs: list[Run], script: Path, code_bytes: int, reqs: list[str]) -> dict:
+    """Score each seed's artifact file with the packed script (`train_gpt.py eval`) in a fresh process of a clean
+    venv holding only `reqs` (pgolf not importable); its val_bpb must equal the run's (relative 1e-9: a GPU may
+    not repeat its sums bitwise; on a CPU they are equal) and artifact + code stay under the limit."""
+    with isolated_python(reqs) as (python, missing):
+        seeds = {str(run.seed): _verify_run(run, python, script, code_bytes) for run in runs}
+    return {"method": "train_gpt.py eval ARTIFACT by `VENV/bin/python -I` in a clean venv holding only "
+                      "requirements.txt's distributions and their dependencies (pgolf not importable)",
+            "not_installed_here": missing, "seeds": seeds}
+
+
+def _verify_run(run: Run, python: Path, script: Path, code_bytes: int) -> dict:
+    artifact = run.path / Path(run.result["export"]["path"]).name
+    ev = run.config["eval"]
+    # data and tokenizer as the run saw them (a relative path is the run's cwd's, not the records folder's)
+    args = ["eval", str(artifact.resolve()), f"stride={ev['stride']}", f"batch_tokens={ev['batch_tokens']}",
+            f"data={Path(run.config['data']['path']).resolve()}",
+            f"tokenizer={Path(run.config['data']['tokenizer']).resolve()}"]
+    if run.config["run"]["device"] != "auto":
+        args.append(f"device={run.config['run']['device']}")
+    got = packed_eval(run_isolated(python, script, args, cwd=script.parent))
+    want = run.result["final"]["val_bpb"]
+    total = artifact.stat().st_size + code_bytes
+    if abs(got["val_bpb"] - want) > 1e-9 * want or got["token_count"] != run.result["final"]["token_count"]:
+        raise PgolfError(f"{artifact}: the packed script scores val_bpb {got['val_bpb']!r}, the run logged {want!r}")
+    if total >= SIZE_LIMIT:
+        raise PgolfError(f"{artifact}: {artifact.stat().st_size:,} B + code {code_bytes:,} B is not under {SIZE_LIMIT:,}")
+    return {"val_bpb": got["val_bpb"], "logged_val_bpb": want, "bytes_total": total,
+            "eval_seconds": got["eval_seconds"]}
 
 
 def write_submission(run_dirs: list[str | Path], opts: SubmitOptions) -> dict:
@@ -262,22 +232,13 @@ def write_submission(run_dirs: list[str | Path], opts: SubmitOptions) -> dict:
     out = Path(opts.out_dir)
     if out.exists() and any(out.iterdir()):
         raise PgolfError(f"{out} exists and is not empty; choose a new records folder")
-    out.mkdir(parents=True, exist_ok=True)
-    preset = out / ".recipe" / "submission.toml"
-    preset.parent.mkdir()
-    try:
-        preset.write_text(toml_text(recipe(runs[0].config)), encoding="utf-8")
-        closure = import_closure()
-        packed = pack(str(preset), closure)
-    finally:
-        shutil.rmtree(preset.parent, ignore_errors=True)
+    packed = pack(runs[0].config)  # the same script a run with export.code_bytes="wrapped" counts
     sub = submission(runs, packed, opts)
-    reqs = requirements(closure)
+    reqs = requirements(packed.closure)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "train_gpt.py", packed.script)
     if opts.verify:
-        sub["verification"] = {"method": "train_gpt.py eval ARTIFACT in `python -I -S` with only site-packages "
-                                         "on its path (pgolf not importable)",
-                               "seeds": verify_artifacts(runs, out / "train_gpt.py", packed.code_bytes)}
+        sub["verification"] = verify_artifacts(runs, out / "train_gpt.py", packed.code_bytes, reqs)
     atomic_write_json(out / "submission.json", sub)
     atomic_write_bytes(out / "requirements.txt", ("".join(f"{r}\n" for r in reqs) + "# versions used: " + ", ".join(
         f"{r} {_version(r)}" for r in reqs) + "\n").encode("utf-8"))

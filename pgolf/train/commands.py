@@ -75,7 +75,7 @@ def _export(args) -> None:
     _check_weights_fit(state["model"], cfg, args.checkpoint)
     with sigterm_raises():
         report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out,
-                                 meta=run_meta(cfg, state["step"]), hessians=state.get("hessians"))
+                                 meta=run_meta(cfg, state["step"]), hessians=state.get("hessians"), run_config=cfg)
     print(report.summary())
     print(report.parts_table())
 

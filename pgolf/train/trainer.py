@@ -43,8 +43,6 @@ from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
 from pgolf.optim.build import build_optimizers
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
-from pgolf.quant.hessians import HessianCollector
-from pgolf.quant.qat import enable_late_qat
 from pgolf.train import checkpoint as ckpt
 from pgolf.train.clock import Clock
 from pgolf.train.feed import TrainFeed, training_progress
@@ -425,6 +423,8 @@ class Trainer:
     def _start_qat(self) -> None:
         """Late QAT: the matrices that export codes switch their forwards to int6 fake-quant
         (the selection and SDClip k by role: pgolf.quant.qat)."""
+        from pgolf.quant.qat import enable_late_qat  # late QAT only (pgolf.export.trace.OPTIONAL)
+
         enable_late_qat(self.model, self.cfg.export)
         self.qat_on = True
         self.log.event("qat_on", step=self.step)
@@ -434,6 +434,8 @@ class Trainer:
     @torch.no_grad()
     def _collect_hessians(self) -> None:
         """GPTQ's input Hessians on fresh training batches, on the training clock (it reads train data)."""
+        from pgolf.quant.hessians import HessianCollector  # gptq only (pgolf.export.trace.OPTIONAL)
+
         cfg = self.cfg
         with self.clock.on_training_time() as watch:
             collector = HessianCollector(self.model)
@@ -457,7 +459,7 @@ class Trainer:
             try:
                 report, _ = export_model(self.model.state_dict(), self.cfg.to_dict()["model"], self.cfg.export,
                                          self.run_dir / ARTIFACT_NAME, meta=run_meta(self.cfg, self.step),
-                                         hessians=self.hessians)
+                                         hessians=self.hessians, run_config=self.cfg)
                 outcome = report
             except PgolfError as e:
                 outcome = str(e)
