@@ -138,6 +138,9 @@ class ModelConfig:
     tie_embeddings: bool = setting(True, "TIE_EMBEDDINGS")
     tied_embed_init_std: float = setting(0.005, "TIED_EMBED_INIT_STD", check="nonneg")
     logit_softcap: float = setting(30.0, "LOGIT_SOFTCAP", check="positive")
+    asym_logit: bool = setting(False, "ASYM_LOGIT_RESCALE",
+                               help="AsymLogit Rescale (frontier-spec F2): separate caps for positive and negative "
+                                    "logits, two scalars frozen at logit_softcap as the records ran them (inert)")
     arch: str = setting("transformer", "ARCH", ("transformer", "gdn"),
                         help="the sequence mixer of every block: attention, or GatedDeltaNet (spec 6.1)")
     gdn_head_dim: int = setting(64, "GDN_HEAD_DIM", check="positive",
