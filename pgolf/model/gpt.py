@@ -112,6 +112,8 @@ class GPT(nn.Module):
                         CastedLinear(d, cfg.vocab_size, zero_init=True, role=Role("head", group="head", hot=True)))
         self.softcap = build_softcap(cfg.logit_softcap, cfg.asym_logit)
         self.head_input = nn.Identity()  # a hook point: the head's input (GPTQ's Hessian for the head)
+        # a hook point on the capped logits: logit calibration once fitted (pgolf.model.logit_calibration)
+        self.calibration = nn.Identity()
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         declare(self.tok_emb, weight=Role("embedding", group="tok_emb", hot=True, tied=cfg.tie_embeddings))
@@ -167,9 +169,9 @@ class GPT(nn.Module):
         return self.head_input(rms_norm(merge_lanes(lanes)))
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """Softcapped logits, fp32."""
+        """Softcapped (and, once fitted, calibrated) logits, fp32."""
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return self.softcap(F.linear(hidden, weight.to(hidden.dtype))).float()
+        return self.calibration(self.softcap(F.linear(hidden, weight.to(hidden.dtype))).float())
 
     def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean", weights: Tensor | None = None,
                 ce: str = "eager") -> Tensor:
