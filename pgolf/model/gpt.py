@@ -3,9 +3,10 @@
 tok_emb (+ BigramHash) (-> input-gated SmearGate) -> RMSNorm (-> static SmearGate) -> x0; blocks of
 (mixer, relu² or LeakyReLU² MLP) with the baseline's residual mixing, walked in the order of the
 layer plan (pgolf.model.plan: with U-Net skips, encoder slots push their outputs and decoder
-slots first add skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) -> cross-entropy
-in fp32. The record's wiring (spec §5.5) comes from the plan and ParallelBlock: LN scale, gated
-skips (`skip_rule`), depth recurrence (two plans, `set_recurrence`) and two residual lanes.
+slots first add skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) (or
+AsymLogit's, pgolf.model.softcap) (-> logit calibration once fitted) -> cross-entropy in fp32. The
+record's wiring (spec §5.5) comes from the plan and ParallelBlock: LN scale, gated skips (`skip_rule`),
+depth recurrence (two plans, `set_recurrence`) and two residual lanes (their lambdas: LaneLambdas).
 
 The mixer is attention (arch "transformer") or GatedDeltaNet (arch "gdn", optionally with
 some attention layers and K/V sharing, spec §6.1). With doc_isolation, the model finds
@@ -180,7 +181,9 @@ class GPT(nn.Module):
         `weights` (one per target) make the mean Σ w·CE / Σ w. `ce` picks the training
         implementation: "eager" (softcap + F.cross_entropy in fp32, also every eval), the
         fused Triton CE on logits ("fused"), or the fused head that never materialises
-        the logits ("fused_linear"). All compute the same function.
+        the logits ("fused_linear"). All compute the same function, but the fused ones take
+        the scalar cap and no logit calibration: they are for training, which runs before a
+        calibration is fitted (scoring goes through the eager path, calibrated).
         """
         h = self.hidden(input_ids)
         targets = target_ids.reshape(-1)
