@@ -138,6 +138,9 @@ class ModelConfig:
     tie_embeddings: bool = setting(True, "TIE_EMBEDDINGS")
     tied_embed_init_std: float = setting(0.005, "TIED_EMBED_INIT_STD", check="nonneg")
     logit_softcap: float = setting(30.0, "LOGIT_SOFTCAP", check="positive")
+    asym_logit: bool = setting(False, "ASYM_LOGIT_RESCALE",
+                               help="AsymLogit Rescale (frontier-spec F2): separate caps for positive and negative "
+                                    "logits, two scalars frozen at logit_softcap as the records ran them (inert)")
     arch: str = setting("transformer", "ARCH", ("transformer", "gdn"),
                         help="the sequence mixer of every block: attention, or GatedDeltaNet (spec 6.1)")
     gdn_head_dim: int = setting(64, "GDN_HEAD_DIM", check="positive",
@@ -336,6 +339,20 @@ class ExportConfig:
     code_bytes: str = setting("raw", "CODE_BYTES", ("raw", "wrapped"),
                               help="how the code counts: the raw bytes of the files the run needs, or the "
                                    "packed train_gpt.py that pgolf submit ships")
+    logit_calib: bool = setting(False, "LOGIT_CALIB",
+                                help="logit calibration (spec 5.13): logits' = tau*logits + F.w, F 14 per-token features, "
+                                     "fitted on the quantized model over the first train tokens on the training clock "
+                                     "(reserve_seconds must cover it), stored in the artifact")
+    logit_calib_tokens: int = setting(100_000, "LOGIT_CALIB_TOKENS", check="positive",
+                                      help="logit calibration: fitted on this many first train tokens")
+    logit_calib_lr: float = setting(0.003, "LOGIT_CALIB_LR", check="positive", help="logit calibration: Adam lr")
+    logit_calib_l2: float = setting(0.01, "LOGIT_CALIB_L2", check="nonneg",
+                                    help="logit calibration: L2 on w and tau - 1 (towards the identity)")
+    logit_calib_epochs: int = setting(1, "LOGIT_CALIB_EPOCHS", check="positive", help="logit calibration: passes")
+    logit_calib_stride: int = setting(64, "LOGIT_CALIB_STRIDE", check="positive",
+                                      help="logit calibration: the sliding windows' stride over the fit tokens")
+    logit_calib_batch_seqs: int = setting(8, "LOGIT_CALIB_BATCH_SEQS", check="positive",
+                                          help="logit calibration: windows per forward (one Adam step each)")
 
 
 @dataclass
@@ -643,5 +660,8 @@ def validate(cfg: Config) -> None:
     eval_len = e.seq_len or t.seq_len
     if e.stride > eval_len:
         problems.append(f"eval.stride={e.stride} must not exceed the eval seq_len {eval_len}")
+    if cfg.export.logit_calib and cfg.export.logit_calib_stride > eval_len:
+        problems.append(f"export.logit_calib_stride={cfg.export.logit_calib_stride} must not exceed the eval seq_len "
+                        f"{eval_len} (the calibration fits on eval-length windows)")
     if problems:
         raise PgolfError("invalid config: " + "; ".join(problems))

@@ -34,6 +34,8 @@ def test_train_then_eval_then_export_from_the_command_line(tmp_path, tiny_data, 
     assert "export settings only" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "cli" / "checkpoint.pt"), "--out", str(again), "export.method=gptq"]) == 2
     assert "needs Hessians" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "cli" / "checkpoint.pt"), "--out", str(again), "LOGIT_CALIB=1"]) == 2
+    assert "fitted by the trainer" in capsys.readouterr().err
     # a re-export records the run's data and seq_len, so it scores exactly as the original
     assert main(["eval", str(again), "--json", "--device", "cpu", "--batch-tokens", "4096"]) == 0
     rescored = json.loads(capsys.readouterr().out)

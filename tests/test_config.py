@@ -79,7 +79,7 @@ def test_bad_settings_are_clear_errors(overrides, env, message):
 
 
 def test_bad_presets(tmp_path):
-    with pytest.raises(PgolfError, match="no such preset or file \\(presets: baseline, gdn, smoke"):
+    with pytest.raises(PgolfError, match="no such preset or file \\(presets: baseline, frontier, gdn, record_1855, smoke"):
         load_config("nope")
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\niterations = 'ten'\n")

@@ -263,8 +263,10 @@ def test_the_record_stack_is_the_identity_at_init_and_declares_its_roles():
     model = eleven(*RECORD, busy=False)
     roles = param_roles(model)
     assert roles["skip_gates"].kind == "control" and model.skip_gates.shape == (8, 32)
-    assert {roles[f"blocks.{i}.{n}"].kind for i in (8, 9, 10) for n in ("resid_lambdas", "post_lambdas")} == {"control"}
-    assert "blocks.7.resid_lambdas" not in roles
+    # one tensor each over all 11 layers, as the record stores them (spec §5.2); blocks 8-10 read their rows
+    assert roles["parallel.resid_lambdas"].kind == roles["parallel.post_lambdas"].kind == "control"
+    assert model.parallel.resid_lambdas.shape == (11, 2) and model.parallel.post_lambdas.shape == (11, 2, 2)
+    assert not any(n.startswith("blocks.") and "lambdas" in n for n in roles)
     ids = ids_with_docs()
     with torch.no_grad():
         x0 = model.embed(ids, None)
@@ -375,7 +377,7 @@ def test_the_record_stack_round_trips_through_an_artifact():
     back = decode_artifact(encode_artifact(art, "plain", "zlib")[0])
     rebuilt = GPT(from_dict({"model": back.model_config}, "artifact").model)
     rebuilt.load_state_dict(dequantize_state_dict(back.tensors), strict=True)
-    for name in ("skip_gates", "blocks.9.resid_lambdas", "blocks.9.post_lambdas", "smear.lam"):
+    for name in ("skip_gates", "parallel.resid_lambdas", "parallel.post_lambdas", "smear.lam"):
         assert torch.equal(rebuilt.get_parameter(name), model.get_parameter(name)), name
     assert rebuilt.recurrence and rebuilt.plan == model.plans[True]
     ids = ids_with_docs()

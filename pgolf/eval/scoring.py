@@ -11,28 +11,42 @@ from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
 from pgolf.eval.modes import EvalContext, run_eval
-from pgolf.export.artifact import read_artifact
+from pgolf.export.artifact import Artifact, read_artifact
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
+from pgolf.model.logit_calibration import attach_calibration, calibration_from_state
 from pgolf.distributed import init_distributed, shutdown
 
 
 def model_from_artifact(path: str | Path, device: torch.device, packed: bool = False) -> tuple[GPT, dict]:
     """The model an artifact holds; with `packed`, its int6 layers run from the packed codes."""
     art = read_artifact(path)
-    cfg = from_dict({"model": art.model_config}, f"{path} (model config)").model
-    model = prepare_for_device(GPT(cfg), device)
-    try:
-        model.load_state_dict(dequantize_state_dict(art.tensors))
-    except RuntimeError as e:  # the tensors do not fit the model the file's own config describes
-        raise PgolfError(f"{path}: its tensors do not match its model config ({str(e).splitlines()[0]})") from None
+    model = model_from_decoded(art, device, str(path))
     if packed:
         from pgolf.eval.packed import swap_in_packed_layers  # `pgolf eval --packed` only (trace.OPTIONAL)
 
         if swap_in_packed_layers(model, art.tensors) == 0:
             raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
     return model, art.meta
+
+
+def model_from_decoded(art: Artifact, device: torch.device, source: str = "artifact") -> GPT:
+    """The model of an artifact in memory (dequantized weights), with its logit calibration if it has one."""
+    cfg = from_dict({"model": art.model_config}, f"{source} (model config)").model
+    model, state = GPT(cfg), dequantize_state_dict(art.tensors)
+    try:
+        calibration = calibration_from_state(state)
+    except ValueError as e:
+        raise PgolfError(f"{source}: {e}") from None
+    if calibration is not None:
+        attach_calibration(model, calibration)
+    model = prepare_for_device(model, device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # the tensors do not fit the model the file's own config describes
+        raise PgolfError(f"{source}: its tensors do not match its model config ({str(e).splitlines()[0]})") from None
+    return model
 
 
 def _check_options(seq_len, stride: int, batch_tokens: int) -> None:

@@ -94,18 +94,25 @@ def export_model(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig
     """Write the artifact if it and the code fit under the limit. The code counted is what a run of
     `run_config` needs (default: the model and export settings given, every other section at its defaults)."""
     art = build_artifact(state, model_config, cfg, meta, hessians, roles)
+    return write_export(art, cfg, path, sum(t.numel() for t in state.values()), run_config), art
+
+
+def write_export(art: Artifact, cfg: ExportConfig, path: str | Path, params: int,
+                 run_config: Config | None = None) -> ExportReport:
+    """Encode and write a built artifact (what a stage between quantization and writing, such as
+    logit calibration, may have added to it counts); `params`: the model's, for bits per weight."""
     blob, streams = encode_artifact(art, cfg.layout, cfg.codec)
     if run_config is None:
-        run_config = from_dict({"model": model_config, "export": dataclasses.asdict(cfg)}, "the export settings")
+        run_config = from_dict({"model": art.model_config, "export": dataclasses.asdict(cfg)}, "the export settings")
     code = count_code_bytes(cfg.code_bytes, run_config)
     report = ExportReport(str(path), cfg.method, cfg.layout, len(blob), code.counted_bytes, code.mode,
-                          len(blob) + code.counted_bytes, sum(t.numel() for t in state.values()), tuple(streams))
+                          len(blob) + code.counted_bytes, params, tuple(streams))
     if report.total_bytes >= SIZE_LIMIT:
         raise ArtifactTooLarge(
             f"not exported: artifact {report.artifact_bytes:,} B + code {report.code_bytes:,} B ({code.mode}) = "
             f"{report.total_bytes:,} B, which is not below the {SIZE_LIMIT:,}-byte limit")
     write_artifact(path, blob)
-    return report, art
+    return report
 
 
 def load_artifact_state(path: str | Path) -> tuple[dict, dict[str, Tensor]]:

@@ -34,19 +34,42 @@ class Block(nn.Module):
         return (x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * norm_scale),)
 
 
+class LaneLambdas(nn.Module):
+    """The parallel lanes' mixing weights of every physical layer, one tensor each, as the record
+    stores them (spec §5.2: parallel_resid_lambdas [L, 2], init 1.1; parallel_post_lambdas
+    [L, 2, 2] = [layer, sublayer, lane], init 1). Only the rows of the layers that run on two
+    lanes are read; the others exist because the record's layout (35,945,671 parameters) has
+    them. The model owns this module; each ParallelBlock reads its own row."""
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.resid_lambdas = nn.Parameter(torch.full((num_layers, 2), 1.1, dtype=torch.float32))
+        self.post_lambdas = nn.Parameter(torch.ones(num_layers, 2, 2, dtype=torch.float32))
+        declare(self, resid_lambdas=CONTROL, post_lambdas=CONTROL)
+
+
 class ParallelBlock(Block):
     """The records' parallel residuals (spec §5.5) on two lanes: attention reads
     resid_mix(lane0, x0), the MLP reads lane1 (no mix, so it does not see this layer's attention):
         a = attn_scale*mixer(s*norm(mix0*lane0 + mix1*x0)),  m = mlp_scale*mlp(s*norm(lane1))
         lane0 <- r0*lane0 + P[0,0]*a + P[1,0]*m,  lane1 <- r1*lane1 + P[0,1]*a + P[1,1]*m
-    r (resid_lambdas) init 1.1, P (post_lambdas, [sublayer, lane]) init 1. With zero output
-    projections both lanes start as 1.1·(their input), which the final RMSNorm undoes."""
+    r (resid_lambdas) init 1.1, P (post_lambdas, [sublayer, lane]) init 1: row `layer` of the
+    model's LaneLambdas. With zero output projections both lanes start as 1.1·(their input),
+    which the final RMSNorm undoes."""
 
-    def __init__(self, dim: int, mixer: nn.Module, mlp: nn.Module):
+    def __init__(self, dim: int, mixer: nn.Module, mlp: nn.Module, lambdas: LaneLambdas, layer: int):
         super().__init__(dim, mixer, mlp)
-        self.resid_lambdas = nn.Parameter(torch.full((2,), 1.1, dtype=torch.float32))
-        self.post_lambdas = nn.Parameter(torch.ones(2, 2, dtype=torch.float32))
-        declare(self, resid_lambdas=CONTROL, post_lambdas=CONTROL)
+        # Held in a tuple so nn.Module does not register it here too: the model owns it (one
+        # state-dict entry per tensor); .to(), deepcopy of the model and assign-loads keep this link.
+        self._lambdas, self.layer = (lambdas,), layer
+
+    @property
+    def resid_lambdas(self) -> Tensor:
+        return self._lambdas[0].resid_lambdas[self.layer]
+
+    @property
+    def post_lambdas(self) -> Tensor:
+        return self._lambdas[0].post_lambdas[self.layer]
 
     def forward(self, lanes: tuple[Tensor, ...], x0: Tensor, segments: DocSegments | None = None,
                 norm_scale: float = 1.0) -> tuple[Tensor, Tensor]:

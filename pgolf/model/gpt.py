@@ -3,9 +3,10 @@
 tok_emb (+ BigramHash) (-> input-gated SmearGate) -> RMSNorm (-> static SmearGate) -> x0; blocks of
 (mixer, relu² or LeakyReLU² MLP) with the baseline's residual mixing, walked in the order of the
 layer plan (pgolf.model.plan: with U-Net skips, encoder slots push their outputs and decoder
-slots first add skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) -> cross-entropy
-in fp32. The record's wiring (spec §5.5) comes from the plan and ParallelBlock: LN scale, gated
-skips (`skip_rule`), depth recurrence (two plans, `set_recurrence`) and two residual lanes.
+slots first add skip_weights[j] * pop()); final RMSNorm -> tied head -> softcap c*tanh(z/c) (or
+AsymLogit's, pgolf.model.softcap) (-> logit calibration once fitted) -> cross-entropy in fp32. The
+record's wiring (spec §5.5) comes from the plan and ParallelBlock: LN scale, gated skips (`skip_rule`),
+depth recurrence (two plans, `set_recurrence`) and two residual lanes (their lambdas: LaneLambdas).
 
 The mixer is attention (arch "transformer") or GatedDeltaNet (arch "gdn", optionally with
 some attention layers and K/V sharing, spec §6.1). With doc_isolation, the model finds
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from pgolf.config import ModelConfig, attention_layers
 from pgolf.model.attention import build_attention
 from pgolf.model.attention_backends import choose_backend
-from pgolf.model.block import Block, ParallelBlock
+from pgolf.model.block import Block, LaneLambdas, ParallelBlock
 from pgolf.model.embeddings import BigramHash, InputGatedSmearGate, SmearGate
 from pgolf.model.init import apply_init
 from pgolf.model.layers import CastedLinear, rms_norm
@@ -29,6 +30,7 @@ from pgolf.model.mlp import build_mlp
 from pgolf.model.plan import build_plan
 from pgolf.model.roles import CONTROL, Role, declare, param_roles
 from pgolf.model.segments import DocSegments
+from pgolf.model.softcap import build_softcap
 
 def tokenizer_mismatch(cfg: ModelConfig, vocab_size: int, bos_id: int) -> str | None:
     """Why a tokenizer cannot feed this model, or None."""
@@ -39,10 +41,11 @@ def tokenizer_mismatch(cfg: ModelConfig, vocab_size: int, bos_id: int) -> str | 
     return None
 
 
-def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Block]:
+def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager", lanes: LaneLambdas | None = None) -> list[Block]:
     """One block per physical layer, its mixer then its MLP, layer by layer: the reference
     script's construction order, so a seed gives the reference's weights. GDN layers share
-    K/V within groups of kv_share_stride (the group's first layer owns them)."""
+    K/V within groups of kv_share_stride (the group's first layer owns them). The layers from
+    model.stack.parallel_start on run on two lanes with their row of `lanes`."""
     attn, d = attention_layers(cfg), cfg.model_dim
     blocks: list[Block] = []
     for i in range(cfg.num_layers):
@@ -54,8 +57,9 @@ def build_blocks(cfg: ModelConfig, backend, mlp_impl: str = "eager") -> list[Blo
             owner = blocks[i - i % cfg.kv_share_stride].mixer if i % cfg.kv_share_stride else None
             mixer = GatedDeltaNet(d, cfg.num_heads, cfg.gdn_head_dim, cfg.gdn_conv_size, cfg.gdn_chunk_size,
                                   owner if isinstance(owner, GatedDeltaNet) else None, cfg.gdn_backend)
-        block = ParallelBlock if 0 <= cfg.stack.parallel_start <= i else Block  # two lanes from there on
-        blocks.append(block(d, mixer, build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl)))
+        mlp = build_mlp(d, cfg.mlp_mult, cfg.mlp_activation, mlp_impl)
+        parallel = 0 <= cfg.stack.parallel_start <= i  # two lanes from there on
+        blocks.append(ParallelBlock(d, mixer, mlp, lanes, i) if parallel else Block(d, mixer, mlp))
     return blocks
 
 
@@ -103,10 +107,15 @@ class GPT(nn.Module):
         self.skip_gates = (nn.Parameter(torch.zeros(self.plan.num_skip_weights, d)) if cfg.stack.skip_gates
                            else None)
         self.skip_rule = gated_skip if cfg.stack.skip_gates else add_skip
-        self.blocks = nn.ModuleList(build_blocks(cfg, self.attention_backend, mlp_impl))
+        # the lanes' lambdas of every layer, one tensor each as the record stores them (spec §5.2)
+        self.parallel = LaneLambdas(cfg.num_layers) if cfg.stack.parallel_start >= 0 else None
+        self.blocks = nn.ModuleList(build_blocks(cfg, self.attention_backend, mlp_impl, self.parallel))
         self.lm_head = (None if cfg.tie_embeddings else
                         CastedLinear(d, cfg.vocab_size, zero_init=True, role=Role("head", group="head", hot=True)))
+        self.softcap = build_softcap(cfg.logit_softcap, cfg.asym_logit)
         self.head_input = nn.Identity()  # a hook point: the head's input (GPTQ's Hessian for the head)
+        # a hook point on the capped logits: logit calibration once fitted (pgolf.model.logit_calibration)
+        self.calibration = nn.Identity()
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         declare(self.tok_emb, weight=Role("embedding", group="tok_emb", hot=True, tied=cfg.tie_embeddings))
@@ -166,11 +175,9 @@ class GPT(nn.Module):
         return self.head_input(rms_norm(merge_lanes(lanes)))
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """Softcapped logits, fp32."""
+        """Softcapped (and, once fitted, calibrated) logits, fp32."""
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        z = F.linear(hidden, weight.to(hidden.dtype))
-        c = self.cfg.logit_softcap
-        return (c * torch.tanh(z / c)).float()
+        return self.calibration(self.softcap(F.linear(hidden, weight.to(hidden.dtype))).float())
 
     def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean", weights: Tensor | None = None,
                 ce: str = "eager", cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
@@ -179,8 +186,10 @@ class GPT(nn.Module):
         `weights` (one per target) make the mean Σ w·CE / Σ w. `ce` picks the training
         implementation: "eager" (softcap + F.cross_entropy in fp32, also every eval), the
         fused Triton CE on logits ("fused"), or the fused head that never materialises
-        the logits ("fused_linear"). All compute the same function. `cu_seqlens` / `max_seqlen`: the
-        documents of a packed row (the packing loader's), instead of finding them at each BOS.
+        the logits ("fused_linear"). All compute the same function, but the fused ones take
+        the scalar cap and no logit calibration: they are for training, which runs before a
+        calibration is fitted (scoring goes through the eager path, calibrated). `cu_seqlens` /
+        `max_seqlen`: the documents of a packed row (the packing loader's), instead of finding them at each BOS.
         """
         h = self.hidden(input_ids, cu_seqlens, max_seqlen)
         targets = target_ids.reshape(-1)

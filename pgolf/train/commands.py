@@ -72,6 +72,10 @@ def _export(args) -> None:
         if not sep or not key.startswith("export."):
             raise PgolfError(f"pgolf export takes export settings only (export.key=value), got {item!r}")
         set_from_text(cfg, key, value, "command line")
+    if cfg.export.logit_calib:  # not dropped silently: the file would score without it
+        raise PgolfError("export.logit_calib=true: logit calibration is fitted by the trainer on its training clock "
+                         "(it reads training data), not by pgolf export; pass export.logit_calib=false to export "
+                         "without it")
     _check_weights_fit(state["model"], cfg, args.checkpoint)
     with sigterm_raises():
         report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out,

@@ -34,7 +34,7 @@ from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for, evaluate
 from pgolf.eval.modes import EvalContext, run_eval
 from pgolf.eval.scoring import model_from_artifact
-from pgolf.export.export import ExportReport, export_model, run_meta
+from pgolf.export.export import ExportReport, build_artifact, run_meta, write_export
 from pgolf.fileio import atomic_write_json, check_output_dir
 from pgolf.metric.bpb import BPBResult
 from pgolf.metric.bytes import TargetByteWeights
@@ -47,6 +47,7 @@ from pgolf.train import checkpoint as ckpt
 from pgolf.train.clock import Clock
 from pgolf.train.feed import TrainFeed, training_progress
 from pgolf.train.loader import dataset_fingerprint
+from pgolf.train.logit_calibration import calibrate_artifact, fit_summary
 from pgolf.train.logs import RunLog, plot_curves
 
 ARTIFACT_NAME = "model.pgolf"
@@ -457,10 +458,13 @@ class Trainer:
         outcome = None
         if self.env.is_main:
             try:
-                report, _ = export_model(self.model.state_dict(), self.cfg.to_dict()["model"], self.cfg.export,
-                                         self.run_dir / ARTIFACT_NAME, meta=run_meta(self.cfg, self.step),
-                                         hessians=self.hessians, run_config=self.cfg)
-                outcome = report
+                state = self.model.state_dict()
+                art = build_artifact(state, self.cfg.to_dict()["model"], self.cfg.export,
+                                     meta=run_meta(self.cfg, self.step), hessians=self.hessians)
+                if self.cfg.export.logit_calib:
+                    self._calibrate_logits(art)
+                outcome = write_export(art, self.cfg.export, self.run_dir / ARTIFACT_NAME,
+                                       sum(t.numel() for t in state.values()), run_config=self.cfg)
             except PgolfError as e:
                 outcome = str(e)
         outcome = broadcast_object(outcome, self.env)  # every rank learns whether export succeeded
@@ -471,6 +475,17 @@ class Trainer:
                        headroom=outcome.headroom, bits_per_weight=round(outcome.bits_per_weight, 4),
                        streams={s.name: f"{s.codec}:{s.stored_bytes}" for s in outcome.streams})
         self.report = outcome
+
+    def _calibrate_logits(self, art) -> None:
+        """Logit calibration (pgolf.train.logit_calibration) on the quantized model, into `art`;
+        on the training clock (it reads training data). Rank 0 only, as the export."""
+        with self.clock.on_training_time() as watch:
+            try:
+                fit = calibrate_artifact(art, self.cfg, self.device)
+            except ValueError as e:
+                raise PgolfError(f"export.logit_calib: {e}") from None
+        self.log.event("logit_calib", **fit_summary(fit), seconds=watch.seconds, train_time_ms=self.clock.train_ms,
+                       within_cap=self.clock.within_cap())
 
     def _score_artifact(self) -> None:
         """Score the file as written, with a model built from the file alone by `pgolf eval`'s
