@@ -1,7 +1,6 @@
 """Score an artifact file end to end: rebuild the model from it, load the val set, evaluate."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -10,7 +9,8 @@ from pgolf.config import Config, EvalConfig, from_dict, validate
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
-from pgolf.eval.modes import EvalContext, run_eval
+from pgolf.eval.clock import EvalClock, timed_eval
+from pgolf.eval.modes import EvalContext
 from pgolf.export.artifact import read_artifact
 from pgolf.eval.packed import swap_in_packed_layers
 from pgolf.quant.encoding import dequantize_state_dict
@@ -19,17 +19,22 @@ from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
 from pgolf.distributed import init_distributed, shutdown
 
 
-def model_from_artifact(path: str | Path, device: torch.device, packed: bool = False) -> tuple[GPT, dict]:
-    """The model an artifact holds; with `packed`, its int6 layers run from the packed codes."""
-    art = read_artifact(path)
-    cfg = from_dict({"model": art.model_config}, f"{path} (model config)").model
-    model = prepare_for_device(GPT(cfg), device)
-    try:
-        model.load_state_dict(dequantize_state_dict(art.tensors))
-    except RuntimeError as e:  # the tensors do not fit the model the file's own config describes
-        raise PgolfError(f"{path}: its tensors do not match its model config ({str(e).splitlines()[0]})") from None
-    if packed and swap_in_packed_layers(model, art.tensors) == 0:
-        raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
+def model_from_artifact(path: str | Path, device: torch.device, packed: bool = False,
+                        clock: EvalClock | None = None) -> tuple[GPT, dict]:
+    """The model an artifact holds; with `packed`, its int6 layers run from the packed codes.
+    `clock` times the file's read (and decompression) and the model's build as two parts."""
+    clock = clock or EvalClock(device)
+    with clock.part("artifact_read"):
+        art = read_artifact(path)
+    with clock.part("model_build"):
+        cfg = from_dict({"model": art.model_config}, f"{path} (model config)").model
+        model = prepare_for_device(GPT(cfg), device)
+        try:
+            model.load_state_dict(dequantize_state_dict(art.tensors))
+        except RuntimeError as e:  # the tensors do not fit the model the file's own config describes
+            raise PgolfError(f"{path}: its tensors do not match its model config ({str(e).splitlines()[0]})") from None
+        if packed and swap_in_packed_layers(model, art.tensors) == 0:
+            raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
     return model, art.meta
 
 
@@ -96,8 +101,9 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
     overridable here (None: recorded)."""
     _check_options(seq_len, stride or 0, batch_tokens or 1)
     env = init_distributed(device)
+    clock = EvalClock(env.device)
     try:
-        model, meta = model_from_artifact(path, env.device, packed)
+        model, meta = model_from_artifact(path, env.device, packed, clock)
         eval_cfg = recorded_eval_config(path, meta, mode=mode, stride=stride, batch_tokens=batch_tokens)
         data = data or meta.get("data_path")
         tokenizer = tokenizer or meta.get("tokenizer_path")
@@ -108,15 +114,15 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
         if mismatch:
             raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
         _check_tokenizer_is_recorded(path, meta, tokenizer)
-        val = load_val_set(data, tok).to(env.device)
+        with clock.part("val_load"):
+            val = load_val_set(data, tok).to(env.device)
         seq_len = _window_length(path, meta, seq_len, eval_cfg.stride, len(val))
-        t = time.perf_counter()
-        outcome = run_eval(EvalContext(model, val, eval_cfg, seq_len, env))
-        seconds = time.perf_counter() - t
+        report = timed_eval(clock, EvalContext(model, val, eval_cfg, seq_len, env))
         if not env.is_main:
             return None
-        return {**outcome.result.as_dict(), "byte_source": val.byte_source, "mode": eval_cfg.mode, "seq_len": seq_len,
-                "stride": eval_cfg.stride, "packed": packed, "eval_seconds": seconds, "world_size": env.world,
-                "artifact": str(path)}
+        return {**report.pop("result").as_dict(), "byte_source": val.byte_source, "mode": eval_cfg.mode,
+                "seq_len": seq_len, "stride": eval_cfg.stride, "doc_isolated": eval_cfg.doc_isolated,
+                "ngram": eval_cfg.ngram.enabled, "packed": packed, "eval_seconds": report["eval_total_seconds"],
+                **report, "world_size": env.world, "artifact": str(path)}
     finally:
         shutdown()
