@@ -242,3 +242,15 @@ def test_a_projection_over_budget_warns_with_the_assumption():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert warn_if_over(report, 1000.0) is None and warn_if_over(report, 0) is None
+
+
+def test_a_recorded_eval_window_longer_than_training_reads_back():
+    """An artifact records its eval window (2560 for the frontier preset): reading its eval section back
+    must not trip over the train batch (786,432 tokens is no multiple of 2560)."""
+    from pgolf.eval.scoring import recorded_eval_config
+
+    cfg = Config()
+    cfg.eval.seq_len, cfg.eval.stride = 2560, 64
+    meta = {"seq_len": 2560, "stride": 64, "eval": cfg.to_dict()["eval"]}
+    got = recorded_eval_config("long.pgolf", meta)
+    assert (got.seq_len, got.stride) == (2560, 64)

@@ -28,12 +28,11 @@ from torch import Tensor, nn
 from pgolf.config import NgramConfig
 from pgolf.distributed import DistEnv
 from pgolf.eval.evaluator import evaluate
-from pgolf.eval.tilt import NO_TILT, ScoreTilt, build_tilt
+from pgolf.eval.tilt import NO_TILT, ScoreTilt, build_tilt, document_starts
 from pgolf.eval.windows import plan_doc_windows
 from pgolf.metric.bpb import BPBAccumulator, BPBResult
 from pgolf.metric.ledger import ScoreLedger
 from pgolf.metric.valset import ValSet
-from pgolf.ngram import doc_starts_at_bos
 
 
 @dataclass
@@ -183,7 +182,7 @@ class PackedDocsMode:
 
     def doc_order(self, tokens: Tensor):
         """Document indices (as split at BOS) in the order the rows score them (first piece first)."""
-        starts = torch.from_numpy(doc_starts_at_bos(tokens.numpy(), self.bos_id))
+        starts = torch.from_numpy(document_starts(tokens.numpy(), self.bos_id))
         seen: dict[int, None] = {}
         for row in self.rows(tokens):
             for start, _ in row:

@@ -87,6 +87,9 @@ def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_toke
         if value is not None:
             setattr(cfg.eval, name, value)
     cfg.train.seq_len = int(meta.get("seq_len") or cfg.train.seq_len)  # what eval.seq_len 0 means for this run
+    # Only the eval section is checked here: a train batch of one window keeps the train rules out of it
+    # (a recorded eval.seq_len of 2560 is no multiple of the default train batch).
+    cfg.train.batch_tokens = cfg.train.seq_len
     try:
         validate(cfg)
     except PgolfError as e:

@@ -7,10 +7,11 @@ with eval.ngram.enabled false it returns `NO_TILT`, which scores the untilted NL
 never branches on the setting.
 
 For a mode's author (the TTT modes reuse this):
-- Documents are the val stream split at BOS (`pgolf.ngram.doc_starts_at_bos`); `order` lists
-  their indices in the order the mode scores them (its queue order; None: file order, which
-  is the windows mode's stream order). The state is built in that order (F1.7): a hint is a
-  function of the documents scored before its own and of its own document's earlier tokens.
+- Documents are the val stream split at BOS (`document_starts`; a document's targets run through
+  the next BOS); `order` lists their indices in the order the mode scores them (its queue order;
+  None: file order, which is the windows mode's stream order). The state is built in that order
+  (F1.7): a hint is a function of the documents scored before its own and of its own document's
+  earlier tokens.
 - Hints are looked up by the stream position of the *target* (for inputs at idx, the targets
   are at idx + 1), whatever order the mode scores in.
 - `score_logits(logits, targets, positions)` gives (nll, score): train on `nll` (untilted,
@@ -117,11 +118,24 @@ def build_tilt(cfg: NgramConfig, val: ValSet, vocab_size: int, env: DistEnv, ord
         return NO_TILT
     settings = settings_of(cfg)
     tokens = val.tokens.cpu().numpy()
-    starts = doc_starts_at_bos(tokens, val.bos_id)
     with _shared_file(env) as path:
-        hints = shared_hints(tokens, vocab_size, path, doc_starts=starts, order=order, settings=settings,
-                             backend=backend)
+        hints = shared_hints(tokens, vocab_size, path, doc_starts=target_spans(document_starts(tokens, val.bos_id)),
+                             order=order, settings=settings, backend=backend)
         return _on_device(hints, val.tokens.device)
+
+
+def document_starts(tokens: np.ndarray, bos_id: int) -> np.ndarray:
+    """The eval's documents, as every mode splits the stream: a BOS and the tokens up to the next
+    one (a first document at 0 if the stream does not open with BOS; a BOS that is the stream's
+    last token starts none). A document's targets run through the next BOS, inclusive."""
+    return doc_starts_at_bos(np.asarray(tokens)[:-1], bos_id)
+
+
+def target_spans(starts: np.ndarray) -> np.ndarray:
+    """The n-gram state's document starts: each document's span is its targets (s_d, s_{d+1}], so the
+    hint for the next BOS is read from its own document's end, whatever order the documents are
+    walked in (position 0, never a target, rides with the first)."""
+    return np.concatenate([[0], starts[1:] + 1]).astype(np.int64)
 
 
 def _on_device(hints: Hints, device: torch.device) -> NgramTilt:
