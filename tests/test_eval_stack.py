@@ -254,3 +254,28 @@ def test_a_recorded_eval_window_longer_than_training_reads_back():
     meta = {"seq_len": 2560, "stride": 64, "eval": cfg.to_dict()["eval"]}
     got = recorded_eval_config("long.pgolf", meta)
     assert (got.seq_len, got.stride) == (2560, 64)
+
+
+def test_the_trainer_and_pgolf_eval_report_the_same_clocked_tilted_score(tmp_path, tiny_data, capsys):
+    """The trainer's final score and `pgolf eval` share the clock and the recorded eval section (tilt and
+    document isolation on): result.json and the eval JSON carry every part, the total and no projection
+    (CPU), and the two scores agree."""
+    import json
+
+    from conftest import tiny_config
+    from pgolf.cli import main
+    from pgolf.train.trainer import run_training
+
+    cfg = tiny_config(tiny_data, tmp_path, "eval.ngram.enabled=true", "eval.ngram.order=3",
+                      "eval.ngram.threshold=0.5", "eval.doc_isolated=true")
+    run_training(cfg)
+    capsys.readouterr()
+    result = json.loads((tmp_path / "t" / "result.json").read_text())
+    assert {"artifact_read", "model_build", "ngram_precompute", "scoring"} <= set(result["eval_parts"])
+    assert result["eval_seconds"] == result["eval_total_seconds"] == pytest.approx(sum(result["eval_parts"].values()))
+    assert result["eval_projection_8xh100"] is None and result["within_eval_budget"]
+    assert main(["eval", str(tmp_path / "t" / "model.pgolf"), "--json", "--device", "cpu"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["ngram"] and scored["doc_isolated"]
+    assert {"artifact_read", "model_build", "val_load", "ngram_precompute", "scoring"} <= set(scored["eval_parts"])
+    assert scored["val_bpb"] == pytest.approx(result["final"]["val_bpb"], abs=5e-7)
