@@ -43,3 +43,8 @@ def _eval(args) -> None:
         print(f"val_bpb {result['val_bpb']:.8f}  val_loss {result['val_loss']:.8f}  "
               f"({result['token_count']:,} tokens, {result['byte_count']:,} bytes, {result['byte_source']}, "
               f"{result['mode']}, seq_len {result['seq_len']}, stride {result['stride']}, {result['eval_seconds']:.1f} s)")
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in result["eval_parts"].items())
+        proj = result["eval_projection_8xh100"]
+        print(f"eval clock: {parts}; total {result['eval_total_seconds']:.1f} s; "
+              + (f"8×H100 projection {proj['seconds']:.1f} s ({proj['assumption']})" if proj else
+                 "no 8×H100 projection (measured on a CPU)"))
