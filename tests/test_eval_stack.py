@@ -279,3 +279,31 @@ def test_the_trainer_and_pgolf_eval_report_the_same_clocked_tilted_score(tmp_pat
     assert scored["ngram"] and scored["doc_isolated"]
     assert {"artifact_read", "model_build", "val_load", "ngram_precompute", "scoring"} <= set(scored["eval_parts"])
     assert scored["val_bpb"] == pytest.approx(result["final"]["val_bpb"], abs=5e-7)
+
+
+def _tilted_rank(rank, store, model, val, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        env = DistEnv(rank, 2, rank, torch.device("cpu"))
+        ctx = _ctx(model, val, stride=16, ngram=NGRAM)
+        ctx.env = env
+        tilt = build_tilt(NGRAM, val, 1024, env)
+        out[rank] = (windows_mode(ctx).result.as_dict(), tilt.backend)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_share_one_build_and_equal_one_rank(tmp_path, repeats):
+    import torch.multiprocessing as tmp_mp
+
+    model = _model()
+    out = tmp_mp.Manager().dict()
+    tmp_mp.spawn(_tilted_rank, args=(str(tmp_path / "store"), model, repeats, out), nprocs=2)
+    single = windows_mode(_ctx(model, repeats, stride=16, ngram=NGRAM)).result.as_dict()
+    assert "(built)" in out[0][1] and "(loaded)" in out[1][1]  # rank 1 read rank 0's file
+    for r in (0, 1):
+        got = out[r][0]
+        assert got["token_count"] == single["token_count"] and got["byte_count"] == single["byte_count"]
+        assert math.isclose(got["loss_sum"], single["loss_sum"], rel_tol=1e-9)
