@@ -279,6 +279,11 @@ def test_the_trainer_and_pgolf_eval_report_the_same_clocked_tilted_score(tmp_pat
     assert scored["ngram"] and scored["doc_isolated"]
     assert {"artifact_read", "model_build", "val_load", "ngram_precompute", "scoring"} <= set(scored["eval_parts"])
     assert scored["val_bpb"] == pytest.approx(result["final"]["val_bpb"], abs=5e-7)
+    assert main(["eval", str(tmp_path / "t" / "model.pgolf"), "--json", "--device", "cpu", "--no-ngram",
+                 "--no-doc-isolated"]) == 0  # the same artifact with the tilt and the isolation off
+    plain = json.loads(capsys.readouterr().out)
+    assert not plain["ngram"] and not plain["doc_isolated"] and "ngram_precompute" not in plain["eval_parts"]
+    assert plain["token_count"] == scored["token_count"] and plain["val_bpb"] != scored["val_bpb"]
 
 
 def _tilted_rank(rank, store, model, val, out):

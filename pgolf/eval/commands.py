@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "also divides by 8 // world_size: see README); never more windows than the val set has")
     e.add_argument("--mode", choices=EVAL_MODES, default=None,
                    help="how to score (default: the run's eval.mode, recorded in the artifact)")
+    e.add_argument("--doc-isolated", action=argparse.BooleanOptionalAction, default=None,
+                   help="score each document on its own (eval.doc_isolated; default: the run's)")
+    e.add_argument("--ngram", action=argparse.BooleanOptionalAction, default=None,
+                   help="the n-gram tilt on or off with the run's eval.ngram settings (default: the run's)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--packed", action="store_true", help="run int6 layers straight from the packed codes (int6_matmul)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -34,7 +38,7 @@ def _eval(args) -> None:
 
     result = score_artifact(args.artifact, data=args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
                             stride=args.stride, batch_tokens=args.batch_tokens, mode=args.mode, device=args.device,
-                            packed=args.packed)
+                            packed=args.packed, doc_isolated=args.doc_isolated, ngram=args.ngram)
     if result is None:  # not rank 0
         return
     if args.json:

@@ -74,7 +74,8 @@ def _window_length(path, meta: dict, seq_len, stride: int, n_tokens: int) -> int
     return seq_len
 
 
-def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_tokens=None) -> EvalConfig:
+def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_tokens=None, doc_isolated=None,
+                         ngram=None) -> EvalConfig:
     """The eval section the run recorded (older files: the defaults with their recorded stride),
     with the command line's overrides; checked as a config is."""
     recorded = meta.get("eval")
@@ -83,9 +84,12 @@ def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_toke
         cfg = from_dict({"eval": recorded}, f"{path} (recorded eval settings)")
     elif "stride" in meta:
         cfg.eval.stride = int(meta["stride"])
-    for name, value in (("mode", mode), ("stride", stride), ("batch_tokens", batch_tokens)):
+    for name, value in (("mode", mode), ("stride", stride), ("batch_tokens", batch_tokens),
+                        ("doc_isolated", doc_isolated)):
         if value is not None:
             setattr(cfg.eval, name, value)
+    if ngram is not None:  # the tilt on or off with the run's n-gram settings: a same-artifact ablation
+        cfg.eval.ngram.enabled = ngram
     cfg.train.seq_len = int(meta.get("seq_len") or cfg.train.seq_len)  # what eval.seq_len 0 means for this run
     # Only the eval section is checked here: a train batch of one window keeps the train rules out of it
     # (a recorded eval.seq_len of 2560 is no multiple of the default train batch).
@@ -99,7 +103,7 @@ def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_toke
 
 def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int | None = None,
                    batch_tokens: int | None = None, mode: str | None = None, device: str = "auto",
-                   packed: bool = False) -> dict | None:
+                   packed: bool = False, doc_isolated: bool | None = None, ngram: bool | None = None) -> dict | None:
     """Score as the run would have: its recorded eval settings (eval.mode, stride, TTT, ...), each
     overridable here (None: recorded)."""
     _check_options(seq_len, stride or 0, batch_tokens or 1)
@@ -107,7 +111,8 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
     clock = EvalClock(env.device)
     try:
         model, meta = model_from_artifact(path, env.device, packed, clock)
-        eval_cfg = recorded_eval_config(path, meta, mode=mode, stride=stride, batch_tokens=batch_tokens)
+        eval_cfg = recorded_eval_config(path, meta, mode=mode, stride=stride, batch_tokens=batch_tokens,
+                                        doc_isolated=doc_isolated, ngram=ngram)
         data = data or meta.get("data_path")
         tokenizer = tokenizer or meta.get("tokenizer_path")
         if not data or not tokenizer:
