@@ -84,12 +84,15 @@ def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_toke
         cfg = from_dict({"eval": recorded}, f"{path} (recorded eval settings)")
     elif "stride" in meta:
         cfg.eval.stride = int(meta["stride"])
+    given = []
     for name, value in (("mode", mode), ("stride", stride), ("batch_tokens", batch_tokens),
                         ("doc_isolated", doc_isolated)):
         if value is not None:
             setattr(cfg.eval, name, value)
+            given.append(f"--{name.replace('_', '-')} {value}")
     if ngram is not None:  # the tilt on or off with the run's n-gram settings: a same-artifact ablation
         cfg.eval.ngram.enabled = ngram
+        given.append(f"--{'' if ngram else 'no-'}ngram")
     cfg.train.seq_len = int(meta.get("seq_len") or cfg.train.seq_len)  # what eval.seq_len 0 means for this run
     # Only the eval section is checked here: a train batch of one window keeps the train rules out of it
     # (a recorded eval.seq_len of 2560 is no multiple of the default train batch).
@@ -97,7 +100,7 @@ def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_toke
     try:
         validate(cfg)
     except PgolfError as e:
-        raise PgolfError(f"{path}: {e}") from None
+        raise PgolfError(f"{path}: {e}" + (f" (given {', '.join(given)})" if given else "")) from None
     return cfg.eval
 
 
