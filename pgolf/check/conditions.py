@@ -8,6 +8,10 @@ Every check returns `Outcome` rows (condition, method, passed, detail) for the t
   equal (CPU; a tolerance elsewhere). BOS tokens are kept where they are, so a mode's
   document-dependent batching (length sorting, which §1.5 allows) stays the same and the
   comparison can be exact.
+- C1 in scoring order (frontier-spec F1.7): the documents the mode scores from the k-th on are
+  changed; the distributions of the documents scored before them must stay equal. A state kept
+  across documents (the n-gram tilt, global TTT) built in another order than the scoring one
+  fails here, also where the stream-order check cannot see it.
 - C2: at sampled positions the full-vocabulary probabilities sum to 1, and the loss the
   mode scored equals −log p(target) under that distribution.
 - C3: the mode's score ledger (`pgolf.metric.ledger`): no update read a position before

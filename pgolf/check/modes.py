@@ -8,12 +8,18 @@ TTT, calibration and n-gram tilt of the evaluation issue) is checked by writing 
 `EvalMode` here.
 
 - `WindowsMode` runs pgolf's own evaluator (`pgolf.eval.evaluator.evaluate`: flat stream,
-  non-overlapping or sliding windows) through a recording model and accumulator, so the
-  product's code path is what is checked.
+  non-overlapping or sliding windows, or document-isolated ones) with the eval's own score step
+  (`pgolf.eval.tilt`: the n-gram tilt when eval.ngram is on, rebuilt for every stream it is
+  given) through a recording wrapper and accumulator, so the product's code path is what is
+  checked; the distribution recorded next to each score is computed apart from it.
 - `PackedDocsMode` is the document batching of the records' TTT path (challenge-spec
   §5.14 step 1): split at BOS, sort by length (longest first), pack into rows, score with
   the model's document isolation. Its neighbours in a row are not its stream prefix, so
-  any leak across a BOS (SmearGate without the BOS mask) reaches from later documents.
+  any leak across a BOS (SmearGate without the BOS mask) reaches from later documents. With
+  `ngram`, the tilt's state is built in that length-sorted order (`doc_order`), as a TTT mode
+  must build it (frontier-spec F1.7). Such a mode keeps a state across documents in an order
+  that is not the stream's, so C1 holds in its scoring order (the second C1 row), while the
+  stream-order C1 row fails by construction (F1.7's "no single order"); global TTT is the same.
 """
 from __future__ import annotations
 
