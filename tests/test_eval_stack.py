@@ -146,6 +146,7 @@ def test_doc_windows_score_every_target_once_inside_its_document(lengths, seq_le
         return
     stride = int(stride_frac * seq_len)
     w = plan_doc_windows(tokens, bos, seq_len, stride)
+    assert torch.all(w.starts[1:] > w.starts[:-1])  # stream order, the order the tilt's state is built in
     scored = []
     for start, first, length in zip(w.starts.tolist(), w.first_scored.tolist(), w.lengths.tolist()):
         inputs = tokens[start:start + length]

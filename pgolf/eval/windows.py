@@ -67,10 +67,14 @@ def plan_doc_windows(tokens: torch.Tensor, bos_id: int, seq_len: int, stride: in
     bos = torch.nonzero(tokens[:-1] == bos_id).flatten().cpu()  # a BOS as the very last token starts no inputs
     doc_starts = bos if bos.numel() and int(bos[0]) == 0 else torch.cat([torch.zeros(1, dtype=torch.int64), bos])
     doc_ends = torch.cat([doc_starts[1:], torch.tensor([n - 1])])  # exclusive end of each document's inputs
-    starts, firsts, lengths = [], [], []
-    for s, e in zip(doc_starts.tolist(), doc_ends.tolist()):
+    sizes = doc_ends - doc_starts
+    short = sizes <= seq_len  # one window each (most documents): no per-document loop
+    starts, firsts, lengths = [doc_starts[short]], [doc_starts[short] + 1], [sizes[short]]
+    for s, e in zip(doc_starts[~short].tolist(), doc_ends[~short].tolist()):
         local = plan_windows(e - s + 1, seq_len, stride)
         starts.append(local.starts + s)
         firsts.append(local.first_scored + s)
         lengths.append(torch.full_like(local.starts, local.seq_len))
-    return Windows(torch.cat(starts), torch.cat(firsts), min(seq_len, n - 1), torch.cat(lengths))
+    starts, firsts, lengths = torch.cat(starts), torch.cat(firsts), torch.cat(lengths)
+    order = torch.argsort(starts, stable=True)  # stream order
+    return Windows(starts[order], firsts[order], min(seq_len, n - 1), lengths[order])
