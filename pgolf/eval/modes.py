@@ -41,7 +41,10 @@ class EvalContext:
 class EvalOutcome:
     result: BPBResult
     ledger: ScoreLedger | None = None  # adaptive modes: what was scored before which update
-    seconds: dict[str, float] = field(default_factory=dict)  # time by part, for the eval clock
+    # Time by part, for the eval clock (pgolf.eval.clock): the 8×H100 projection divides the parts named in
+    # clock.SCALING_PARTS ("scoring", "ttt", "global_sgd") over the ranks and keeps every other one
+    # ("ngram_precompute", "compile_warmup", ...) as measured; what a mode leaves unnamed is "mode_other".
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EvalMode = Callable[[EvalContext], EvalOutcome]
