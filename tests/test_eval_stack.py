@@ -313,3 +313,18 @@ def test_two_ranks_share_one_build_and_equal_one_rank(tmp_path, repeats):
         got = out[r][0]
         assert got["token_count"] == single["token_count"] and got["byte_count"] == single["byte_count"]
         assert math.isclose(got["loss_sum"], single["loss_sum"], rel_tol=1e-9)
+
+
+def test_in_file_order_the_document_spans_walk_the_stream_as_one(repeats):
+    """The windows mode's hints (documents as target spans, file order) are the whole stream's walk; a
+    reversed order gives other hints (the order reaches the state)."""
+    from pgolf.ngram import build_hints
+    from pgolf.eval.tilt import document_starts, settings_of
+
+    tokens = repeats.tokens.numpy()
+    whole = build_hints(tokens, 1024, settings=settings_of(NGRAM))
+    tilt = build_tilt(NGRAM, repeats, 1024, CPU)
+    assert np.array_equal(tilt.hints.numpy(), whole.token)
+    docs = len(document_starts(tokens, repeats.bos_id))
+    reversed_ = build_tilt(NGRAM, repeats, 1024, CPU, order=np.arange(docs)[::-1].copy())
+    assert not torch.equal(reversed_.hints, tilt.hints)
