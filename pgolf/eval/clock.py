@@ -1,12 +1,13 @@
 """The honest eval clock (issue 15.5): every part of an evaluation timed, the total reported, and a
 warning when the total, projected to the challenge's 8×H100, would pass eval.budget_seconds.
 
-Parts, in the order `pgolf eval` and the trainer's final score run them: val_load (the val stream
-and its bytes), artifact_read (file read, checksums, decompression), model_build (the model from
-the artifact's config, its tensors dequantized and loaded), then the mode's own parts
-(EvalOutcome.seconds: ngram_precompute, scoring, and whatever a TTT mode reports). Compilation and
-warm-up are a part of a mode that does them: today's eval modes run the eager model, so there is
-none to report (and none left out).
+Parts, in the order `pgolf eval` runs them: artifact_read (file read, checksums, decompression),
+model_build (the model from the artifact's config, its tensors dequantized and loaded), val_load
+(the tokenizer, the val stream and its bytes; the trainer's final score holds them from the start,
+so it has no such part), then the mode's own parts (EvalOutcome.seconds: ngram_precompute,
+scoring, and whatever a TTT mode reports; the rest of the mode's span is mode_other). Compilation
+and warm-up are a part of a mode that does them: today's windows mode runs the eager model, so
+there is none to report (and none left out).
 
 The projection to 8×H100 (`project`) is an assumption, not a measurement, and says so:
 - parts that every rank does in parallel or that one rank does for all (reading, building, the

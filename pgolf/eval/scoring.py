@@ -120,12 +120,12 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
         tokenizer = tokenizer or meta.get("tokenizer_path")
         if not data or not tokenizer:
             raise PgolfError(f"{path} does not record its data: pass --data and --tokenizer")
-        tok = load_tokenizer(tokenizer)
-        mismatch = tokenizer_mismatch(model.cfg, tok.vocab_size, tok.bos_id)
-        if mismatch:
-            raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
-        _check_tokenizer_is_recorded(path, meta, tokenizer)
         with clock.part("val_load"):
+            tok = load_tokenizer(tokenizer)
+            mismatch = tokenizer_mismatch(model.cfg, tok.vocab_size, tok.bos_id)
+            if mismatch:
+                raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
+            _check_tokenizer_is_recorded(path, meta, tokenizer)
             val = load_val_set(data, tok).to(env.device)
         seq_len = _window_length(path, meta, seq_len, eval_cfg.stride, len(val))
         report = timed_eval(clock, EvalContext(model, val, eval_cfg, seq_len, env))
