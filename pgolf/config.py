@@ -304,6 +304,9 @@ class EvalConfig:
     seq_len: int = setting(0, "EVAL_SEQ_LEN", help="0: the training seq_len", check="nonneg")
     stride: int = setting(0, "EVAL_STRIDE", check="nonneg",
                           help="0: non-overlapping windows; else sliding windows with this stride")
+    doc_isolated: bool = setting(False, "EVAL_DOC_ISOLATED",
+                                 help="windows mode: score each document on its own (no window crosses a BOS; long "
+                                      "documents in chunks with as much in-document context as fits)")
     batch_tokens: int = setting(524_288, "VAL_BATCH_SIZE", help="global tokens per eval forward", check="positive")
     budget_seconds: float = setting(600.0, "EVAL_BUDGET_SECONDS", check="nonneg",
                                     help="the challenge's eval limit; the final score's eval time is checked against it "

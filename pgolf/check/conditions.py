@@ -8,6 +8,10 @@ Every check returns `Outcome` rows (condition, method, passed, detail) for the t
   equal (CPU; a tolerance elsewhere). BOS tokens are kept where they are, so a mode's
   document-dependent batching (length sorting, which §1.5 allows) stays the same and the
   comparison can be exact.
+- C1 in scoring order (frontier-spec F1.7): the documents the mode scores from the k-th on are
+  changed; the distributions of the documents scored before them must stay equal. A state kept
+  across documents (the n-gram tilt, global TTT) built in another order than the scoring one
+  fails here, also where the stream-order check cannot see it.
 - C2: at sampled positions the full-vocabulary probabilities sum to 1, and the loss the
   mode scored equals −log p(target) under that distribution.
 - C3: the mode's score ledger (`pgolf.metric.ledger`): no update read a position before
@@ -92,6 +96,56 @@ def check_c1(mode: EvalMode, model: nn.Module, tokens: Tensor, bos_id: int, voca
             p = int(base.positions[order][sel][row])
             return Outcome("C1", method, False,
                            f"changing tokens >= {t} changed the distribution at position {p} (max |dlogp| {float(diff.max()):.3g})")
+    return Outcome("C1", method, True, f"{compared:,} distributions unchanged (max |dlogp| {worst:.3g})")
+
+
+def scoring_rank_of_documents(base: Scored, tokens: Tensor, bos_id: int) -> tuple[Tensor, Tensor]:
+    """(document start positions, each document's rank in the mode's scoring order): documents split
+    at BOS (a document's targets run to the next BOS), ranked by when their first target was scored."""
+    starts = torch.nonzero(tokens == bos_id).flatten()
+    if starts.numel() == 0 or int(starts[0]) != 0:
+        starts = torch.cat([torch.zeros(1, dtype=torch.int64), starts])
+    doc = torch.searchsorted(starts, base.positions - 1, right=True) - 1
+    first = torch.full((starts.numel(),), base.positions.numel(), dtype=torch.int64)
+    first.scatter_reduce_(0, doc, torch.arange(doc.numel()), reduce="amin")
+    rank = torch.empty_like(first)
+    rank[torch.argsort(first, stable=True)] = torch.arange(first.numel())
+    return starts, rank
+
+
+def check_c1_scoring_order(mode: EvalMode, model: nn.Module, tokens: Tensor, bos_id: int, vocab_size: int,
+                           base: Scored, cuts: int = 4, tolerance: float = 0.0, seed: int = 0) -> Outcome:
+    """C1 in the mode's own document order (frontier-spec F1.7): changing every document scored from
+    the k-th on must leave the scores of the documents scored before it unchanged. A state shared
+    across documents (the n-gram tilt, global TTT) built in any other order than the scoring one
+    fails here, also where the stream-order C1 cannot see it (a reordering mode, a file-order build)."""
+    gen = torch.Generator().manual_seed(seed)
+    starts, rank = scoring_rank_of_documents(base, tokens, bos_id)
+    n_docs = starts.numel()
+    method = f"perturb the documents scored from the k-th on (scoring order, F1.7), compare earlier ones at {cuts} cuts"
+    if n_docs < 2:
+        return Outcome("C1", method, True, "one document: nothing is scored before another")
+    doc_of_pos = torch.searchsorted(starts, torch.arange(tokens.numel()), right=True) - 1
+    target_doc = torch.searchsorted(starts, base.positions - 1, right=True) - 1
+    order = torch.argsort(base.positions, stable=True)
+    compared, worst = 0, 0.0
+    for k in sorted({max(1, n_docs * (i + 1) // (cuts + 1)) for i in range(cuts)}):
+        late = rank[doc_of_pos] >= k  # positions inside the documents scored from the k-th on
+        changed = perturb_from(tokens, 0, bos_id, vocab_size, gen)
+        other = run_mode(mode, model, torch.where(late, changed, tokens))
+        o_order = torch.argsort(other.positions, stable=True)
+        if not torch.equal(base.positions[order], other.positions[o_order]):
+            return Outcome("C1", method, False, f"the scoring plan changed when documents ranked >= {k} changed")
+        sel = rank[target_doc[order]] < k
+        diff = (base.logprobs[order][sel] - other.logprobs[o_order][sel]).abs()
+        diff = torch.where(torch.isnan(diff), torch.inf, diff)
+        compared += int(sel.sum())
+        worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
+        if diff.numel() and float(diff.max()) > tolerance:
+            p = int(base.positions[order][sel][int(torch.nonzero(diff.amax(dim=1) > tolerance)[0])])
+            return Outcome("C1", method, False, f"changing the documents scored from the {k}-th on changed the "
+                                                f"distribution at position {p}, scored before them "
+                                                f"(max |dlogp| {float(diff.max()):.3g})")
     return Outcome("C1", method, True, f"{compared:,} distributions unchanged (max |dlogp| {worst:.3g})")
 
 

@@ -51,6 +51,8 @@ def run_checks(model: nn.Module, plan: CheckPlan) -> list[c.Outcome]:
     rows += c.check_c2(base, tokens)
     rows.append(c.check_c1(plan.mode, model, tokens, plan.tokenizer.bos_id, plan.tokenizer.vocab_size, base,
                            cuts=plan.cuts, tolerance=plan.tolerance))
+    rows.append(c.check_c1_scoring_order(plan.mode, model, tokens, plan.tokenizer.bos_id, plan.tokenizer.vocab_size,
+                                         base, cuts=plan.cuts, tolerance=plan.tolerance))
     rows.append(c.check_c3(base.ledger))
     if plan.ledger is not None:
         saved = c.check_c3(ScoreLedger.load(plan.ledger))

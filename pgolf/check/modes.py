@@ -8,25 +8,37 @@ TTT, calibration and n-gram tilt of the evaluation issue) is checked by writing 
 `EvalMode` here.
 
 - `WindowsMode` runs pgolf's own evaluator (`pgolf.eval.evaluator.evaluate`: flat stream,
-  non-overlapping or sliding windows) through a recording model and accumulator, so the
-  product's code path is what is checked.
+  non-overlapping or sliding windows, or document-isolated ones) with the eval's own score step
+  (`pgolf.eval.tilt`: the n-gram tilt when eval.ngram is on, rebuilt for every stream it is
+  given) through a recording wrapper and accumulator, so the product's code path is what is
+  checked; the distribution recorded next to each score is computed apart from it.
 - `PackedDocsMode` is the document batching of the records' TTT path (challenge-spec
   §5.14 step 1): split at BOS, sort by length (longest first), pack into rows, score with
   the model's document isolation. Its neighbours in a row are not its stream prefix, so
-  any leak across a BOS (SmearGate without the BOS mask) reaches from later documents.
+  any leak across a BOS (SmearGate without the BOS mask) reaches from later documents. With
+  `ngram`, the tilt's state is built in that length-sorted order (`doc_order`), as a TTT mode
+  must build it (frontier-spec F1.7). Such a mode keeps a state across documents in an order
+  that is not the stream's, so C1 holds in its scoring order (the second C1 row), while the
+  stream-order C1 row fails by construction (F1.7's "no single order"); global TTT is the same.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.config import NgramConfig
+from pgolf.distributed import DistEnv
 from pgolf.eval.evaluator import evaluate
+from pgolf.eval.tilt import NO_TILT, ScoreTilt, build_tilt, document_starts
+from pgolf.eval.windows import plan_doc_windows
 from pgolf.metric.bpb import BPBAccumulator, BPBResult
 from pgolf.metric.ledger import ScoreLedger
+from pgolf.metric.valset import ValSet
 
 
 @dataclass
@@ -48,17 +60,27 @@ def distribution(model: nn.Module, x: Tensor) -> Tensor:
     return F.log_softmax(model.logits(model.hidden(x)).float(), dim=-1)
 
 
-class _Recorder(nn.Module):
-    """Wraps a model for `evaluate`: the real scoring forward, plus its distributions kept in order."""
+class _RecordingTilt:
+    """Wraps the eval's score step (pgolf.eval.tilt) for `evaluate`: the real scoring forward, plus,
+    in order, the full distribution each score was taken under, computed apart from it (the
+    model's log-softmax, tilted over the whole vocabulary by pgolf.ngram.tilt when a tilt is on)."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.inner = model
+    def __init__(self, tilt: ScoreTilt):
+        self.inner = tilt
         self.logprobs: list[Tensor] = []
 
-    def forward(self, x: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
-        self.logprobs.append(distribution(self.inner, x).reshape(-1, self.inner.cfg.vocab_size))
-        return self.inner(x, y, reduction=reduction)
+    def forward_score(self, model: nn.Module, x: Tensor, y: Tensor, positions: Tensor) -> Tensor:
+        lp = self.inner.score_transform(distribution(model, x), positions)
+        self.logprobs.append(lp.float().reshape(-1, lp.size(-1)))
+        return self.inner.forward_score(model, x, y, positions)
+
+
+def _tilt_for(ngram: NgramConfig | None, tokens: Tensor, bos_id: int, vocab_size: int, order) -> ScoreTilt:
+    """The eval's tilt for this stream (rebuilt for every stream a check scores: perturbed ones too)."""
+    if ngram is None or not ngram.enabled:
+        return NO_TILT
+    view = ValSet(tokens, torch.zeros_like(tokens, dtype=torch.int32), "none", bos_id)
+    return build_tilt(ngram, view, vocab_size, DistEnv(0, 1, 0, tokens.device), order=order)
 
 
 class _RecordingAccumulator(BPBAccumulator):
@@ -91,18 +113,31 @@ class _StreamView:
 
 @dataclass
 class WindowsMode:
+    """pgolf's windows mode: flat-stream windows or, with doc_isolated, each document's own; with
+    `ngram` enabled the score is tilted by hints built in the mode's document order (`doc_order`)."""
+
     seq_len: int
     stride: int = 0
     windows_per_batch: int = 8
+    doc_isolated: bool = False
+    ngram: NgramConfig | None = None
+    bos_id: int = 1
 
     @property
     def name(self) -> str:
-        return f"windows(seq_len={self.seq_len}, stride={self.stride or self.seq_len})"
+        extras = (", doc-isolated" if self.doc_isolated else "") + (", n-gram tilt" if _tilted(self.ngram) else "")
+        return f"windows(seq_len={self.seq_len}, stride={self.stride or self.seq_len}{extras})"
+
+    def doc_order(self, tokens: Tensor):
+        """The documents' scoring order the n-gram state is built in: stream order (None)."""
+        return None
 
     @torch.no_grad()
     def score(self, model: nn.Module, tokens: Tensor) -> Scored:
-        view, rec = _StreamView(tokens), _Recorder(model)
-        evaluate(rec, view, self.seq_len, self.stride, self.windows_per_batch)
+        tilt = _tilt_for(self.ngram, tokens, self.bos_id, model.cfg.vocab_size, self.doc_order(tokens))
+        view, rec = _StreamView(tokens), _RecordingTilt(tilt)
+        plan = plan_doc_windows(tokens, self.bos_id, self.seq_len, self.stride) if self.doc_isolated else None
+        evaluate(model, view, self.seq_len, self.stride, self.windows_per_batch, tilt=rec, plan=plan)
         if len(rec.logprobs) != len(view.acc.adds):
             raise RuntimeError("evaluate made a different number of forwards and accumulator adds")
         pos, nll, lp = [], [], []
@@ -112,6 +147,10 @@ class WindowsMode:
             nll.append(loss[keep].float())
             lp.append(logprobs[keep])
         return _scored(tokens, torch.cat(pos), torch.cat(nll), torch.cat(lp))
+
+
+def _tilted(ngram: NgramConfig | None) -> bool:
+    return ngram is not None and ngram.enabled
 
 
 def _scored(tokens: Tensor, positions: Tensor, nll: Tensor, logprobs: Tensor) -> Scored:
@@ -141,10 +180,20 @@ class PackedDocsMode:
     seq_len: int
     bos_id: int
     rows_per_batch: int = 8
+    ngram: NgramConfig | None = None  # the n-gram tilt, its state built in this mode's document order
 
     @property
     def name(self) -> str:
-        return f"docs(seq_len={self.seq_len}, length-sorted packing)"
+        return f"docs(seq_len={self.seq_len}, length-sorted packing{', n-gram tilt' if _tilted(self.ngram) else ''})"
+
+    def doc_order(self, tokens: Tensor):
+        """Document indices (as split at BOS) in the order the rows score them (first piece first)."""
+        starts = torch.from_numpy(document_starts(tokens.numpy(), self.bos_id))
+        seen: dict[int, None] = {}
+        for row in self.rows(tokens):
+            for start, _ in row:
+                seen.setdefault(int(torch.searchsorted(starts, start, right=True)) - 1)
+        return np.array(list(seen), dtype=np.int64)
 
     def rows(self, tokens: Tensor) -> list[list[tuple[int, int]]]:
         pieces = sorted(document_pieces(tokens, self.bos_id, self.seq_len), key=lambda p: -p[1])
@@ -161,6 +210,8 @@ class PackedDocsMode:
     @torch.no_grad()
     def score(self, model: nn.Module, tokens: Tensor) -> Scored:
         rows = self.rows(tokens)
+        tilt = _tilt_for(self.ngram, tokens, self.bos_id, model.cfg.vocab_size,
+                         self.doc_order(tokens) if _tilted(self.ngram) else None)
         was_training = model.training
         model.eval()
         pos, nll, lp = [], [], []
@@ -179,6 +230,10 @@ class PackedDocsMode:
                 y = torch.where(keep, tokens[tgt_pos.clamp_min(0)].long(), 0)
                 loss = model(x, y, reduction="none").view(x.shape)
                 logprobs = distribution(model, x)
+                if tilt.enabled:  # the eval's tilted score, and the tilted distribution apart from it
+                    at = tgt_pos.clamp_min(0)
+                    loss = tilt.score_logits(model.logits(model.hidden(x)), y, at)[1]
+                    logprobs = tilt.score_transform(logprobs, at)
                 pos.append(tgt_pos[keep])
                 nll.append(loss[keep].float())
                 lp.append(logprobs[keep])

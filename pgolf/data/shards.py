@@ -201,3 +201,11 @@ def load_sidecar(directory: str | Path, tokens: np.ndarray, bos_id: int) -> np.n
             "BOS must get 0 bytes (the sidecar does not match these tokens)"
         )
     return sidecar
+
+
+def doc_starts_at_bos(tokens: np.ndarray, bos_id: int) -> np.ndarray:
+    """Document start positions: every BOS, and position 0 if the stream does not open with one."""
+    starts = np.flatnonzero(np.asarray(tokens) == bos_id).astype(np.int64)
+    if len(tokens) and (len(starts) == 0 or starts[0] != 0):
+        starts = np.concatenate([[0], starts]).astype(np.int64)
+    return starts

@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "also divides by 8 // world_size: see README); never more windows than the val set has")
     e.add_argument("--mode", choices=EVAL_MODES, default=None,
                    help="how to score (default: the run's eval.mode, recorded in the artifact)")
+    e.add_argument("--doc-isolated", action=argparse.BooleanOptionalAction, default=None,
+                   help="score each document on its own (eval.doc_isolated; default: the run's)")
+    e.add_argument("--ngram", action=argparse.BooleanOptionalAction, default=None,
+                   help="the n-gram tilt on or off with the run's eval.ngram settings (default: the run's)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--packed", action="store_true", help="run int6 layers straight from the packed codes (int6_matmul)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -34,7 +38,7 @@ def _eval(args) -> None:
 
     result = score_artifact(args.artifact, data=args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
                             stride=args.stride, batch_tokens=args.batch_tokens, mode=args.mode, device=args.device,
-                            packed=args.packed)
+                            packed=args.packed, doc_isolated=args.doc_isolated, ngram=args.ngram)
     if result is None:  # not rank 0
         return
     if args.json:
@@ -43,3 +47,8 @@ def _eval(args) -> None:
         print(f"val_bpb {result['val_bpb']:.8f}  val_loss {result['val_loss']:.8f}  "
               f"({result['token_count']:,} tokens, {result['byte_count']:,} bytes, {result['byte_source']}, "
               f"{result['mode']}, seq_len {result['seq_len']}, stride {result['stride']}, {result['eval_seconds']:.1f} s)")
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in result["eval_parts"].items())
+        proj = result["eval_projection_8xh100"]
+        print(f"eval clock: {parts}; total {result['eval_total_seconds']:.1f} s; "
+              + (f"8×H100 projection {proj['seconds']:.1f} s ({proj['assumption']})" if proj else
+                 "no 8×H100 projection (measured on a CPU)"))

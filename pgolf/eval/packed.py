@@ -18,6 +18,8 @@ from pgolf.quant.packing import pack
 
 
 class PackedLinear(nn.Module):
+    frozen_codes = True  # its weights are int6 code buffers: nothing can train them (TTT refuses such a model)
+
     def __init__(self, e: Encoded, device: torch.device):
         super().__init__()
         rows, self.k = e.shape

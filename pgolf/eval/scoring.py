@@ -1,7 +1,6 @@
 """Score an artifact file end to end: rebuild the model from it, load the val set, evaluate."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -10,7 +9,8 @@ from pgolf.config import Config, EvalConfig, from_dict, validate
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
-from pgolf.eval.modes import EvalContext, run_eval
+from pgolf.eval.clock import EvalClock, timed_eval
+from pgolf.eval.modes import EvalContext
 from pgolf.export.artifact import Artifact, read_artifact
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.metric.valset import load_val_set
@@ -19,15 +19,20 @@ from pgolf.model.logit_calibration import attach_calibration, calibration_from_s
 from pgolf.distributed import init_distributed, shutdown
 
 
-def model_from_artifact(path: str | Path, device: torch.device, packed: bool = False) -> tuple[GPT, dict]:
-    """The model an artifact holds; with `packed`, its int6 layers run from the packed codes."""
-    art = read_artifact(path)
-    model = model_from_decoded(art, device, str(path))
-    if packed:
-        from pgolf.eval.packed import swap_in_packed_layers  # `pgolf eval --packed` only (trace.OPTIONAL)
+def model_from_artifact(path: str | Path, device: torch.device, packed: bool = False,
+                        clock: EvalClock | None = None) -> tuple[GPT, dict]:
+    """The model an artifact holds; with `packed`, its int6 layers run from the packed codes.
+    `clock` times the file's read (and decompression) and the model's build as two parts."""
+    clock = clock or EvalClock(device)
+    with clock.part("artifact_read"):
+        art = read_artifact(path)
+    with clock.part("model_build"):
+        model = model_from_decoded(art, device, str(path))
+        if packed:
+            from pgolf.eval.packed import swap_in_packed_layers  # `pgolf eval --packed` only (trace.OPTIONAL)
 
-        if swap_in_packed_layers(model, art.tensors) == 0:
-            raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
+            if swap_in_packed_layers(model, art.tensors) == 0:
+                raise PgolfError(f"{path} holds no int6 linear layers to run packed (export.matrix_bits=6 makes them)")
     return model, art.meta
 
 
@@ -85,7 +90,8 @@ def _window_length(path, meta: dict, seq_len, stride: int, n_tokens: int) -> int
     return seq_len
 
 
-def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_tokens=None) -> EvalConfig:
+def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_tokens=None, doc_isolated=None,
+                         ngram=None) -> EvalConfig:
     """The eval section the run recorded (older files: the defaults with their recorded stride),
     with the command line's overrides; checked as a config is."""
     recorded = meta.get("eval")
@@ -94,45 +100,56 @@ def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_toke
         cfg = from_dict({"eval": recorded}, f"{path} (recorded eval settings)")
     elif "stride" in meta:
         cfg.eval.stride = int(meta["stride"])
-    for name, value in (("mode", mode), ("stride", stride), ("batch_tokens", batch_tokens)):
+    given = []
+    for name, value in (("mode", mode), ("stride", stride), ("batch_tokens", batch_tokens),
+                        ("doc_isolated", doc_isolated)):
         if value is not None:
             setattr(cfg.eval, name, value)
+            given.append(f"--{name.replace('_', '-')} {value}")
+    if ngram is not None:  # the tilt on or off with the run's n-gram settings: a same-artifact ablation
+        cfg.eval.ngram.enabled = ngram
+        given.append(f"--{'' if ngram else 'no-'}ngram")
     cfg.train.seq_len = int(meta.get("seq_len") or cfg.train.seq_len)  # what eval.seq_len 0 means for this run
+    # Only the eval section is checked here: a train batch of one window keeps the train rules out of it
+    # (a recorded eval.seq_len of 2560 is no multiple of the default train batch).
+    cfg.train.batch_tokens = cfg.train.seq_len
     try:
         validate(cfg)
     except PgolfError as e:
-        raise PgolfError(f"{path}: {e}") from None
+        raise PgolfError(f"{path}: {e}" + (f" (given {', '.join(given)})" if given else "")) from None
     return cfg.eval
 
 
 def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int | None = None,
                    batch_tokens: int | None = None, mode: str | None = None, device: str = "auto",
-                   packed: bool = False) -> dict | None:
+                   packed: bool = False, doc_isolated: bool | None = None, ngram: bool | None = None) -> dict | None:
     """Score as the run would have: its recorded eval settings (eval.mode, stride, TTT, ...), each
     overridable here (None: recorded)."""
     _check_options(seq_len, stride or 0, batch_tokens or 1)
     env = init_distributed(device)
+    clock = EvalClock(env.device)
     try:
-        model, meta = model_from_artifact(path, env.device, packed)
-        eval_cfg = recorded_eval_config(path, meta, mode=mode, stride=stride, batch_tokens=batch_tokens)
+        model, meta = model_from_artifact(path, env.device, packed, clock)
+        eval_cfg = recorded_eval_config(path, meta, mode=mode, stride=stride, batch_tokens=batch_tokens,
+                                        doc_isolated=doc_isolated, ngram=ngram)
         data = data or meta.get("data_path")
         tokenizer = tokenizer or meta.get("tokenizer_path")
         if not data or not tokenizer:
             raise PgolfError(f"{path} does not record its data: pass --data and --tokenizer")
-        tok = load_tokenizer(tokenizer)
-        mismatch = tokenizer_mismatch(model.cfg, tok.vocab_size, tok.bos_id)
-        if mismatch:
-            raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
-        _check_tokenizer_is_recorded(path, meta, tokenizer)
-        val = load_val_set(data, tok).to(env.device)
+        with clock.part("val_load"):
+            tok = load_tokenizer(tokenizer)
+            mismatch = tokenizer_mismatch(model.cfg, tok.vocab_size, tok.bos_id)
+            if mismatch:
+                raise PgolfError(f"tokenizer {tokenizer} does not fit {path}: {mismatch}")
+            _check_tokenizer_is_recorded(path, meta, tokenizer)
+            val = load_val_set(data, tok).to(env.device)
         seq_len = _window_length(path, meta, seq_len, eval_cfg.stride, len(val))
-        t = time.perf_counter()
-        outcome = run_eval(EvalContext(model, val, eval_cfg, seq_len, env))
-        seconds = time.perf_counter() - t
+        report = timed_eval(clock, EvalContext(model, val, eval_cfg, seq_len, env))
         if not env.is_main:
             return None
-        return {**outcome.result.as_dict(), "byte_source": val.byte_source, "mode": eval_cfg.mode, "seq_len": seq_len,
-                "stride": eval_cfg.stride, "packed": packed, "eval_seconds": seconds, "world_size": env.world,
-                "artifact": str(path)}
+        return {**report.pop("result").as_dict(), "byte_source": val.byte_source, "mode": eval_cfg.mode,
+                "seq_len": seq_len, "stride": eval_cfg.stride, "doc_isolated": eval_cfg.doc_isolated,
+                "ngram": eval_cfg.ngram.enabled, "packed": packed, "eval_seconds": report["eval_total_seconds"],
+                **report, "world_size": env.world, "artifact": str(path)}
     finally:
         shutdown()

@@ -44,6 +44,8 @@ OPTIONAL: dict[str, Callable[[Config], bool]] = {
     "pgolf.quant.gptq": lambda c: c.export.method == "gptq",
     "pgolf.quant.hessians": lambda c: c.export.method == "gptq",
     "pgolf.quant.lqer": lambda c: c.export.lqer_top > 0,  # fitted at export, added back at load
+    "pgolf.ngram": lambda c: c.eval.ngram.enabled,  # the n-gram tilt (and its native state build)
+    "pgolf.eval.ttt": lambda c: c.eval.mode in ("lora_ttt", "sliding_ttt"),
     "pgolf.eval.packed": lambda c: False,  # `pgolf eval --packed` only, never a run or a packed script
     # the packer's own tools: a packed script counts its own file instead (pgolf.export.code_size)
     "pgolf.export.trace": lambda c: False,

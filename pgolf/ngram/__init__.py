@@ -2,7 +2,7 @@
 order (state.py; C++ in csrc/ngram_state.cpp, numpy fallback), the full-vocabulary tilt of the
 score (tilt.py) and one build shared by all ranks (share.py).
 
-Layer: it imports only pgolf.errors and pgolf.fileio (and torch), so it sits below pgolf.eval,
+Layer: it imports only pgolf.errors, pgolf.fileio and pgolf.data.shards (and torch), so it sits below pgolf.eval,
 which plugs it into scoring.
 """
 from pgolf.ngram.settings import NgramSettings

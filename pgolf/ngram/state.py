@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgolf.data.shards import doc_starts_at_bos  # noqa: F401  (pgolf.ngram's API; one BOS split for all)
 from pgolf.errors import PgolfError
 from pgolf.ngram import native
 from pgolf.ngram.fallback import numpy_hints
@@ -52,14 +53,6 @@ class Hints:
 
 def native_available() -> bool:
     return native.load() is not None
-
-
-def doc_starts_at_bos(tokens: np.ndarray, bos_id: int) -> np.ndarray:
-    """Document start positions: every BOS, and position 0 if the stream does not open with one."""
-    starts = np.flatnonzero(np.asarray(tokens) == bos_id).astype(np.int64)
-    if len(tokens) and (len(starts) == 0 or starts[0] != 0):
-        starts = np.concatenate([[0], starts]).astype(np.int64)
-    return starts
 
 
 def checked_tokens(tokens, vocab_size: int) -> np.ndarray:

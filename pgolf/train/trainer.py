@@ -32,7 +32,8 @@ from pgolf.data.tokenizer import load_tokenizer
 from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks, shutdown
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for, evaluate
-from pgolf.eval.modes import EvalContext, run_eval
+from pgolf.eval.clock import EvalClock, timed_eval
+from pgolf.eval.modes import EvalContext
 from pgolf.eval.scoring import model_from_artifact
 from pgolf.export.export import ExportReport, build_artifact, run_meta, write_export
 from pgolf.fileio import atomic_write_json, check_output_dir
@@ -133,6 +134,7 @@ class Trainer:
         self.report: ExportReport | None = None
         self.final: BPBResult | None = None
         self.eval_seconds = 0.0
+        self.eval_report: dict = {}  # the eval clock's parts, total, projection and budget verdict
 
         self._make_run_dir()  # last: a run that cannot start leaves nothing behind
         self.log = RunLog(self.run_dir, env.is_main, cfg.train.iterations, cfg.run.progress)
@@ -490,15 +492,15 @@ class Trainer:
     def _score_artifact(self) -> None:
         """Score the file as written, with a model built from the file alone by `pgolf eval`'s
         loader (never the trained model: its QAT forwards and in-memory weights are not the file)."""
-        model, _ = model_from_artifact(self.report.path, self.device)
-        with self.clock.timed() as watch:
-            self.final = run_eval(EvalContext(model, self.val, self.cfg.eval, self.eval_seq_len, self.env)).result
-        self.eval_seconds = watch.seconds
+        clock = EvalClock(self.device)  # pgolf eval's clock: every part timed, projected to 8×H100
+        model, _ = model_from_artifact(self.report.path, self.device, clock=clock)
+        report = timed_eval(clock, EvalContext(model, self.val, self.cfg.eval, self.eval_seq_len, self.env))
+        self.final, self.eval_seconds, self.eval_report = report.pop("result"), report["eval_total_seconds"], report
         if not math.isfinite(self.final.val_loss):
             raise PgolfError(f"{self.report.path} scores val_loss {self.final.val_loss}: not a usable artifact")
         self.log.event("final_roundtrip", val_loss=self.final.val_loss, val_bpb=self.final.val_bpb,
-                       mode=self.cfg.eval.mode, stride=self.cfg.eval.stride, eval_time_ms=1000.0 * watch.seconds, tokens=self.final.token_count,
-                       bytes=self.final.byte_count, within_eval_budget=self.clock.within_eval_budget(watch.seconds))
+                       mode=self.cfg.eval.mode, stride=self.cfg.eval.stride, eval_time_ms=1000.0 * self.eval_seconds,
+                       tokens=self.final.token_count, bytes=self.final.byte_count, **report)
 
     def _finish(self) -> None:
         if not self.env.is_main:
@@ -507,8 +509,7 @@ class Trainer:
         summary = {"steps": self.step, "train_time_ms": self.clock.train_ms, "prequant": self.prequant.as_dict(),
                    "final": self.final.as_dict(), "export": dataclasses.asdict(report),
                    "bits_per_weight": report.bits_per_weight, "run_dir": str(self.run_dir),
-                   "eval_seconds": self.eval_seconds,
-                   "within_eval_budget": self.clock.within_eval_budget(self.eval_seconds)}
+                   "eval_seconds": self.eval_seconds, **self.eval_report}
         atomic_write_json(self.run_dir / "result.json", summary)
         if plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png"):
             self.log.event("plot", path=str(self.run_dir / "curves.png"), console=False)

@@ -37,7 +37,6 @@ from pgolf.config import TTTConfig
 from pgolf.distributed import DistEnv
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for
-from pgolf.eval.packed import PackedLinear
 from pgolf.metric.ledger import ScoreLedger
 
 
@@ -130,7 +129,7 @@ def cosine_lr(lr: float, chunk: int, chunks: int) -> float:
 @contextlib.contextmanager
 def trainable(model: nn.Module) -> Iterator[list[nn.Parameter]]:
     """Every parameter of `model` trainable, in train mode; flags and mode restored after."""
-    if any(isinstance(m, PackedLinear) for m in model.modules()):  # its weights are buffers: SGD would skip them
+    if any(getattr(m, "frozen_codes", False) for m in model.modules()):  # pgolf.eval.packed: buffers, not weights
         raise PgolfError("test-time training updates every weight, but this model runs int6 layers from their "
                          "packed codes (pgolf eval --packed), which cannot train: score TTT modes without --packed")
     params = list(model.parameters())
