@@ -119,3 +119,13 @@ def test_minify_keeps_kernel_annotations():
     tree = ast.parse(minify(src))
     args = tree.body[1].args.args
     assert [ast.unparse(a.annotation) if a.annotation else None for a in args] == [None, "tl.constexpr", "tl.constexpr"]
+
+
+def test_type_checking_imports_are_not_traced(tmp_path):
+    from pgolf.export.trace import imported_names
+
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pgolf.ngram\nelse:\n"
+                   "    import pgolf.errors\ndef f():\n    import pgolf.fileio\n")
+    found = imported_names("pgolf.m", src)
+    assert "pgolf.ngram" not in found and found["pgolf.errors"] is False and found["pgolf.fileio"] is True

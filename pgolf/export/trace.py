@@ -101,6 +101,10 @@ def imported_names(name: str, path: Path) -> dict[str, bool]:
     found: dict[str, bool] = {}
 
     def visit(node: ast.AST, lazy: bool) -> None:
+        if _type_checking_only(node):  # the body of `if TYPE_CHECKING:` never runs
+            for child in node.orelse:
+                visit(child, lazy)
+            return
         for target in _names(node, name, is_package):
             found[target] = found.get(target, True) and lazy
         inner = lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
@@ -109,6 +113,12 @@ def imported_names(name: str, path: Path) -> dict[str, bool]:
 
     visit(tree, False)
     return found
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" or \
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
 
 
 def optional_owner(module: str) -> str | None:
