@@ -1,0 +1,44 @@
+"""The records' optimization in the trainer: the EMA is what is exported, and a resumed run with
+the EMA, the fraction warmdown and per-group decay continues bit-exactly."""
+import json
+
+import torch
+
+from conftest import tiny_config, train_losses
+from pgolf.train.checkpoint import load_checkpoint
+from pgolf.train.trainer import run_training
+
+RECORD_OPTIM = ["optim.ema_decay=0.8", "train.warmdown_iters=0", "train.warmdown_frac=0.6", "train.min_lr=0.2",
+                "optim.embed_wd=0.085", "optim.adam_wd=0.02", "optim.muon_wd=0.095"]
+
+
+def test_resume_with_the_ema_and_the_fraction_warmdown_is_bit_exact(tmp_path, tiny_data):
+    full = run_training(tiny_config(tiny_data, tmp_path, "run.name=full", "train.checkpoint_every=4", *RECORD_OPTIM))
+    resumed = run_training(tiny_config(tiny_data, tmp_path, "run.name=resumed", *RECORD_OPTIM,
+                                       f"run.resume={full.run_dir / 'checkpoint_step4.pt'}"))
+    assert train_losses(resumed.run_dir) == train_losses(full.run_dir)[4:]  # bitwise on CPU
+    assert resumed.final == full.final and resumed.prequant == full.prequant  # both from the EMA weights
+    ema4 = load_checkpoint(full.run_dir / "checkpoint_step4.pt")["ema"]
+    assert ema4 is not None and all(t.dtype == torch.float32 for t in ema4.values())
+
+
+def test_the_ema_weights_are_exported_and_scored(tmp_path, tiny_data):
+    """The final checkpoint (and so the artifact) holds the step-8 EMA, not the step-8 live weights;
+    the priming steps (warmup_steps) leave the average untouched."""
+    run = run_training(tiny_config(tiny_data, tmp_path, "run.name=ema", "train.checkpoint_every=8",
+                                   "train.warmup_steps=2", *RECORD_OPTIM))
+    unprimed = run_training(tiny_config(tiny_data, tmp_path, "run.name=unprimed", *RECORD_OPTIM))
+    assert run.final == unprimed.final
+    live = load_checkpoint(run.run_dir / "checkpoint_step8.pt")
+    final = load_checkpoint(run.run_dir / "checkpoint.pt")
+    assert final["model"].keys() == live["ema"].keys()
+    assert all(torch.equal(final["model"][k], live["ema"][k].to(final["model"][k].dtype)) for k in live["ema"])
+    assert any(not torch.equal(final["model"][k], live["model"][k]) for k in live["model"])
+    events = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    ema = [e for e in events if e["event"] == "ema"]
+    assert len(ema) == 1 and ema[0]["val_bpb"] == run.prequant.val_bpb
+    last_val = [e for e in events if e["event"] == "val"][-1]
+    assert last_val["val_bpb"] != run.prequant.val_bpb  # the live weights scored differently
+    plain = run_training(tiny_config(tiny_data, tmp_path, "run.name=plain", *RECORD_OPTIM[1:]))
+    assert train_losses(plain.run_dir) == train_losses(run.run_dir)  # the EMA never feeds back into training
+    assert plain.final != run.final
