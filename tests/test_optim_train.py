@@ -2,6 +2,7 @@
 the EMA, the fraction warmdown and per-group decay continues bit-exactly."""
 import json
 
+import pytest
 import torch
 
 from conftest import tiny_config, train_losses
@@ -42,3 +43,22 @@ def test_the_ema_weights_are_exported_and_scored(tmp_path, tiny_data):
     plain = run_training(tiny_config(tiny_data, tmp_path, "run.name=plain", *RECORD_OPTIM[1:]))
     assert train_losses(plain.run_dir) == train_losses(run.run_dir)  # the EMA never feeds back into training
     assert plain.final != run.final
+
+
+@pytest.mark.slow
+def test_compiled_training_switches_late_qat_on_like_eager(tmp_path, tiny_data):
+    """Through the trainer: the compiled run's losses follow the eager run's across the QAT switch
+    (step 6 here), and leave the no-QAT run's there. Small LRs keep compiled-vs-eager rounding from
+    growing over the steps; a tight MLP clip makes int6 QAT change the forward visibly."""
+    qat = ["model.num_layers=1", "model.model_dim=256", "export.matrix_bits=6", "optim.matrix_lr=0.01",
+           "optim.scalar_lr=0.01", "optim.tied_embed_lr=0.01", "export.mlp_clip_sigmas=1.5",
+           "train.qat_threshold=0.7"]
+    compiled = run_training(tiny_config(tiny_data, tmp_path, "run.name=compiled", "run.compile=true", *qat))
+    eager = run_training(tiny_config(tiny_data, tmp_path, "run.name=eager", *qat))
+    plain = run_training(tiny_config(tiny_data, tmp_path, "run.name=plain", *qat[:-1]))
+    events = [json.loads(line) for line in (compiled.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "qat_on"] == [6]
+    a, b, c = train_losses(compiled.run_dir), train_losses(eager.run_dir), train_losses(plain.run_dir)
+    assert a == pytest.approx(b, rel=1e-4)
+    assert a[:6] == pytest.approx(c[:6], rel=1e-4)
+    assert min(abs(x - z) for x, z in zip(a[6:], c[6:])) > 10 * max(abs(x - y) for x, y in zip(a, b))
