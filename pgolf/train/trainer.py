@@ -63,7 +63,7 @@ class TrainResult:
     run_dir: Path
     steps: int
     train_time_ms: float
-    prequant: BPBResult  # the in-memory weights at the end of the loop
+    prequant: BPBResult  # the in-memory weights after the loop (the EMA when on)
     final: BPBResult  # scored from the artifact file
     export: ExportReport
 
