@@ -43,7 +43,8 @@ def build_optimizers(model: GPT, cfg: OptimConfig) -> tuple[list[torch.optim.Opt
                 row_normalize=cfg.muon_row_normalize, weight_decay=cfg.muon_wd, sharded=cfg.muon_sharded)
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
-    optimizers = [adam(groups["embed"], token_lr, cfg.embed_wd), muon, adam(groups["scalar"], cfg.scalar_lr, cfg.adam_wd)]
+    optimizers = [adam(groups["embed"], token_lr, cfg.embed_wd), muon,
+                  adam(groups["scalar"], cfg.scalar_lr, cfg.adam_wd)]
     if groups["head"]:
         optimizers.insert(1, adam(groups["head"], cfg.head_lr, cfg.adam_wd))
     return optimizers, muon
