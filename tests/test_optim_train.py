@@ -62,3 +62,38 @@ def test_compiled_training_switches_late_qat_on_like_eager(tmp_path, tiny_data):
     assert a == pytest.approx(b, rel=1e-4)
     assert a[:6] == pytest.approx(c[:6], rel=1e-4)
     assert min(abs(x - z) for x, z in zip(a[6:], c[6:])) > 10 * max(abs(x - y) for x, y in zip(a, b))
+
+
+def test_priming_late_qat_leaves_no_trace(tmp_path, tiny_data):
+    qat = ["model.model_dim=256", "export.matrix_bits=6", "train.qat_threshold=0.7"]
+    plain = run_training(tiny_config(tiny_data, tmp_path, "run.name=plain", *qat))
+    primed = run_training(tiny_config(tiny_data, tmp_path, "run.name=primed", "train.warmup_steps=2", *qat))
+    assert train_losses(primed.run_dir) == train_losses(plain.run_dir)
+    assert primed.final == plain.final
+
+
+@pytest.mark.slow
+def test_priming_compiles_late_qat_so_its_switch_never_recompiles(tmp_path, tiny_data, monkeypatch):
+    """The priming steps compile the QAT forward too (then switch it off): the switch at step 6
+    finds its graph cached, so no compilation runs on the training clock."""
+    from torch._dynamo.utils import counters
+
+    from pgolf.train.trainer import Trainer
+
+    graphs = []
+    step = Trainer._train_step
+
+    def counting_step(self, lr_mul):
+        loss = step(self, lr_mul)
+        graphs.append(counters["stats"]["unique_graphs"])
+        return loss
+
+    monkeypatch.setattr(Trainer, "_train_step", counting_step)
+    torch._dynamo.reset()
+    run_training(tiny_config(tiny_data, tmp_path, "run.compile=true", "train.warmup_steps=2", "model.num_layers=1",
+                             "model.model_dim=256", "export.matrix_bits=6", "train.qat_threshold=0.7"))
+    # priming: 2 plain steps (the second recompiles once, on the filled RoPE cache), 2 with QAT; then the
+    # run's 8, QAT on from step 6
+    assert len(graphs) == 4 + 8
+    assert graphs[2] > graphs[1] and graphs[-1] == graphs[3], graphs
+    torch._dynamo.reset()

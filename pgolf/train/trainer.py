@@ -44,7 +44,7 @@ from pgolf.optim.ema import WeightEMA
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.quant.hessians import HessianCollector
-from pgolf.quant.qat import enable_late_qat
+from pgolf.quant.qat import disable_late_qat, enable_late_qat
 from pgolf.train import checkpoint as ckpt
 from pgolf.train.clock import Clock
 from pgolf.train.loader import DistributedTokenLoader, dataset_fingerprint
@@ -302,6 +302,11 @@ class Trainer:
                 self.model.set_recurrence(plan)
             for _ in range(n):
                 self._train_step(1.0)
+        if self.cfg.train.qat_threshold > 0:  # late QAT's forward too, on the last plan: no recompile on the clock
+            enable_late_qat(self.model, self.cfg.export)
+            for _ in range(n):
+                self._train_step(1.0)
+            disable_late_qat(self.model)
         self.model.set_recurrence(not self.looped)
         self.model.load_state_dict(model_state)
         for opt, state in zip(self.optimizers, opt_states):
