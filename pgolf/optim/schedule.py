@@ -20,7 +20,7 @@ class LRSchedule:
         else step / iterations
       Time-based, both end at `horizon_ms`, when the training loop stops (the wallclock cap less
       any time the run keeps back for export: the run's clock says).
-    - `min_lr`: the floor of the warmdown part (the records: 0.1, reached at frac = 1 − frac·min_lr)
+    - `min_lr`: the floor of the warmdown part (the records: 0.1, reached at frac = 1 − warmdown_frac·min_lr)
     """
 
     iterations: int
