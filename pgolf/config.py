@@ -194,7 +194,15 @@ class OptimConfig:
     beta1: float = setting(0.9, "BETA1", check="below1")
     beta2: float = setting(0.95, "BETA2", check="below1")
     adam_eps: float = setting(1e-8, "ADAM_EPS", check="positive")
-    adam_wd: float = setting(0.0, "ADAM_WD", help="decoupled weight decay (AdamW) on every Adam group", check="nonneg")
+    adam_wd: float = setting(0.0, "ADAM_WD", check="nonneg",
+                             help="decoupled weight decay (AdamW) on the Adam groups but the embeddings: the "
+                                  "controls, gates, norms and an untied head (the records: 0.02)")
+    embed_wd: float = setting(0.0, "EMBED_WD", check="nonneg",
+                              help="decoupled weight decay (AdamW) on the embedding group: the token embedding "
+                                   "(tied or not) and n-gram tables, by role (the 1.0611 record: 0.085)")
+    ema_decay: float = setting(0.0, "EMA_DECAY", check="below1",
+                               help="EMA of the weights (fp32, every step from the init), swapped in after "
+                                    "training: what is exported and scored (the records: 0.9965); 0: off")
     grad_clip_norm: float = setting(0.0, "GRAD_CLIP_NORM", help="0 disables", check="nonneg")
 
 
@@ -215,6 +223,14 @@ class TrainConfig:
     lr_warmup_steps: int = setting(0, "LR_WARMUP_STEPS", help="linear LR warmup at the start of training",
                                    check="nonneg")
     warmdown_iters: int = setting(1200, "WARMDOWN_ITERS", check="nonneg")
+    warmdown_frac: float = setting(0.0, "WARMDOWN_FRAC", check="unit",
+                                   help="the records' warmdown instead of warmdown_iters: over this last fraction of "
+                                        "training (of the clock's stop, cap less export reserve, when time-based; "
+                                        "else of iterations) the LR falls linearly towards 0 (the records: 0.85); "
+                                        "0: off")
+    min_lr: float = setting(0.0, "MIN_LR", check="unit",
+                            help="floor of the warmdown's LR multiplier (the records: 0.1); late QAT's threshold "
+                                 "reads the warmdown before the floor")
     warmdown: str = setting("auto", "WARMDOWN", ("auto", "time", "step"),
                             help="auto: time-based when a wallclock cap is set (the baseline), else step-based")
     max_wallclock_seconds: float = setting(600.0, "MAX_WALLCLOCK_SECONDS", help="0: no cap", check="nonneg")
@@ -222,7 +238,8 @@ class TrainConfig:
     log_every: int = setting(200, "TRAIN_LOG_EVERY", check="nonneg")
     checkpoint_every: int = setting(0, "CHECKPOINT_EVERY", help="0: only the final checkpoint", check="nonneg")
     qat_threshold: float = setting(0.0, "LATE_QAT_THRESHOLD", check="unit",
-                                   help="int6 fake-quant forward (QAT) once the LR multiplier drops below this; 0: never")
+                                   help="int6 fake-quant forward (QAT) once the warmdown factor (without the LR warmup "
+                                        "and the min_lr floor) drops below this; 0: never")
     ce: str = setting("eager", "CE_IMPL", ("eager", "fused", "fused_linear"),
                       help="training loss: eager softcap + F.cross_entropy, the fused Triton CE on logits, "
                            "or the fused LM head + CE that never materialises the logits")
@@ -651,6 +668,9 @@ def validate(cfg: Config) -> None:
     if t.qat_threshold > 0 and cfg.export.matrix_bits != 6:  # QAT fakes int6 codes (pgolf.ops.int6_matmul)
         problems.append(f"train.qat_threshold={t.qat_threshold} trains against int6 codes, but export.matrix_bits="
                         f"{cfg.export.matrix_bits}: set export.matrix_bits=6 or train.qat_threshold=0")
+    if t.warmdown_frac > 0 and t.warmdown_iters > 0:
+        problems.append(f"train.warmdown_frac={t.warmdown_frac} and train.warmdown_iters={t.warmdown_iters} are two "
+                        "warmdowns: set train.warmdown_iters=0 to use the fraction, or train.warmdown_frac=0")
     if m.num_heads > 0 and m.model_dim % m.num_heads:
         problems.append(f"model.model_dim={m.model_dim} must be divisible by model.num_heads={m.num_heads}")
     elif m.num_heads > 0 and (m.model_dim // m.num_heads) % 2:

@@ -117,16 +117,31 @@ def int6_matmul(x: Tensor, packed: Tensor, scales: Tensor, k: int) -> Tensor:
     return y.reshape(*x.shape[:-1], packed.shape[0])
 
 
+@torch.library.custom_op("pgolf::int6_qat_codes", mutates_args=())
+def int6_qat_codes(weight: Tensor, clip_sigmas: float) -> tuple[Tensor, Tensor]:
+    """Export's int6 codes [N, K] and per-row SDClip scales [N] (fp16-rounded, held fp32) of a weight.
+
+    An op of its own so that torch.compile cannot see inside: inductor fuses the scales' fp16 cast
+    away (it keeps fused casts at full precision), and compiled QAT would train against codes
+    export never writes. The reference itself; no gradient (QAT's backward is straight-through)."""
+    w = weight.detach().float()
+    scale = sdclip_scale(w, 6, clip_sigmas).float()
+    return codes_for(w, scale, 6), scale
+
+
+@int6_qat_codes.register_fake
+def _(weight, clip_sigmas):
+    return weight.new_empty(weight.shape, dtype=torch.int8), weight.new_empty(weight.shape[:1], dtype=torch.float32)
+
+
 class _Int6QAT(torch.autograd.Function):
     """Forward through the int6 kernel on freshly quantized weights; straight-through backward."""
 
     @staticmethod
     def forward(ctx, x, weight, clip_sigmas):
-        w = weight.detach().float()
-        scale = sdclip_scale(w, 6, clip_sigmas).float()
-        codes = codes_for(w, scale, 6)
+        codes, scale = int6_qat_codes(weight.detach(), clip_sigmas)
         ctx.save_for_backward(x, codes, scale)
-        return int6_matmul(x, pack_int6(codes), scale, w.shape[1])
+        return int6_matmul(x, pack_int6(codes), scale, weight.shape[1])
 
     @staticmethod
     def backward(ctx, grad):

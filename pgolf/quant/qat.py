@@ -27,3 +27,12 @@ def enable_late_qat(model: nn.Module, cfg: ExportConfig) -> int:
     for module, sigmas in layers.values():
         module.qat_clip_sigmas = sigmas
     return len(layers)
+
+
+def disable_late_qat(model: nn.Module) -> int:
+    """Switch those layers back to their plain forwards (after the trainer's priming steps compiled
+    the QAT graph); returns how many."""
+    layers = qat_layers(model)
+    for module, _ in layers.values():
+        module.qat_clip_sigmas = None
+    return len(layers)

@@ -26,7 +26,7 @@ _DIGEST = 32
 
 def save_checkpoint(path: str | Path, *, config: dict, step: int, training_time_ms: float, model,
                     optimizer_states: list[dict], loader, data_fingerprint: str,
-                    hessians: dict | None = None) -> None:
+                    hessians: dict | None = None, ema: dict | None = None) -> None:
     state = {
         "format": FORMAT,
         "config": config,
@@ -37,6 +37,7 @@ def save_checkpoint(path: str | Path, *, config: dict, step: int, training_time_
         "loader": loader.state_dict(),
         "data_fingerprint": data_fingerprint,  # the training data's identity (loader.dataset_fingerprint)
         "hessians": hessians,  # GPTQ's, when collected: `pgolf export` can re-quantize without train data
+        "ema": ema,  # the fp32 EMA of the weights (pgolf.optim.ema), when on
         "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
@@ -65,6 +66,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise PgolfError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise PgolfError(f"{path} is not a {FORMAT} checkpoint")
+    state.setdefault("ema", None)  # checkpoints from before the EMA existed had none
     _check_fields(state, path)
     return state
 
@@ -87,6 +89,7 @@ _FIELDS = {  # field -> (what it must be, the check)
     "loader": ("a dict", lambda v: isinstance(v, dict)),
     "data_fingerprint": ("a sha256 hex string", lambda v: isinstance(v, str) and len(v) == 64),
     "hessians": ("null or a dict of name -> tensor", lambda v: v is None or _tensor_dict(v)),
+    "ema": ("null or a dict of name -> tensor", lambda v: v is None or _tensor_dict(v)),
     "rng": ("{torch: uint8 tensor, python: 625 integers, cuda: list of tensors}",
             lambda v: isinstance(v, dict) and isinstance(v.get("torch"), torch.Tensor) and v["torch"].dtype == torch.uint8
             and isinstance(v.get("python"), list) and len(v["python"]) == 625 and all(map(_is_int, v["python"]))

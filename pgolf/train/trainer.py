@@ -42,6 +42,7 @@ from pgolf.metric.bytes import TargetByteWeights
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
 from pgolf.optim.build import build_optimizers
+from pgolf.optim.ema import WeightEMA
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.train import checkpoint as ckpt
@@ -64,7 +65,7 @@ class TrainResult:
     run_dir: Path
     steps: int
     train_time_ms: float
-    prequant: BPBResult  # the in-memory weights at the end of the loop
+    prequant: BPBResult  # the in-memory weights after the loop (the EMA when on)
     final: BPBResult  # scored from the artifact file
     export: ExportReport
 
@@ -110,6 +111,7 @@ class Trainer:
         self.compiled = torch.compile(self.model, dynamic=False, fullgraph=True) if cfg.run.compile else self.model
         self.optimizers, self.muon = build_optimizers(self.model, cfg.optim)
         self.muon_param_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
+        self.ema = WeightEMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         if env.distributed and cfg.optim.muon_sharded:  # Muon reduce-scatters these itself
             DDP._set_params_and_buffers_to_ignore_for_model(
                 self.compiled, [n for n, p in self.compiled.named_parameters() if id(p) in self.muon_param_ids])
@@ -183,6 +185,8 @@ class Trainer:
             self._update_recurrence(elapsed)
             lr_mul *= self._advance_seq_len(elapsed)
             loss = self._train_step(lr_mul)
+            if self.ema is not None:
+                self.ema.update()
             self.step += 1
             self._log_step(loss, lr_mul)
             if _due(self.step, cfg.checkpoint_every):
@@ -210,10 +214,11 @@ class Trainer:
         return plan.lr_mult
 
     def post_training_stages(self) -> list[Callable[[], None]]:
-        """What follows the loop, in order. Weight averaging goes first when it lands (every later
-        stage must see the averaged weights); calibration between the Hessians and the export."""
+        """What follows the loop, in order. Weight averaging goes first (every later stage must see
+        the averaged weights); calibration between the Hessians and the export."""
+        ema = [self._apply_ema] if self.ema is not None else []
         hessians = [self._collect_hessians] if self.cfg.export.method == "gptq" else []
-        return [*hessians, self._save_final_checkpoint, self._export, self._score_artifact, self._finish]
+        return [*ema, *hessians, self._save_final_checkpoint, self._export, self._score_artifact, self._finish]
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -290,6 +295,10 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise PgolfError(f"checkpoint {path}: its weights or optimizer state do not fit this model "
                              f"({str(e).splitlines()[0]})") from None
+        if self.ema is not None:
+            if state["ema"] is None:
+                raise PgolfError(f"cannot resume {path}: it holds no EMA of the weights for optim.ema_decay")
+            self.ema.load_state_dict(state["ema"], f"checkpoint {path}")
         self.loader.load_state_dict(state["loader"], f"checkpoint {path}")
         return {"path": path, "step": state["step"], "training_time_ms": state["training_time_ms"], "rng": state["rng"]}
 
@@ -318,6 +327,13 @@ class Trainer:
                 self.model.set_recurrence(plan)
             for _ in range(n):
                 self._train_step(1.0)
+        if self.cfg.train.qat_threshold > 0:  # late QAT's forward too, on the last plan: no recompile on the clock
+            from pgolf.quant.qat import disable_late_qat, enable_late_qat  # late QAT only (trace.OPTIONAL)
+
+            enable_late_qat(self.model, self.cfg.export)
+            for _ in range(n):
+                self._train_step(1.0)
+            disable_late_qat(self.model)
         self.model.set_recurrence(not self.looped)
         self.model.load_state_dict(model_state)
         for opt, state in zip(self.optimizers, opt_states):
@@ -418,7 +434,8 @@ class Trainer:
         if self.env.is_main:
             ckpt.save_checkpoint(self.run_dir / name, config=self.cfg.to_dict(), step=self.step,
                                  training_time_ms=self.clock.train_ms, model=self.model, optimizer_states=states,
-                                 loader=self.loader, data_fingerprint=self.data_fingerprint, hessians=self.hessians)
+                                 loader=self.loader, data_fingerprint=self.data_fingerprint, hessians=self.hessians,
+                                 ema=self.ema.state_dict() if self.ema is not None else None)
         if self.env.distributed:
             dist.barrier()
         self.last_checkpoint = self.run_dir / name
@@ -433,6 +450,13 @@ class Trainer:
         self.log.event("qat_on", step=self.step)
 
     # -- post-training stages ----------------------------------------------------------------
+
+    def _apply_ema(self) -> None:
+        """The EMA weights replace the live ones (spec §5.10), and the pre-quant score is theirs.
+        The final checkpoint then holds these weights (what `pgolf export` re-exports) and the shadow."""
+        self.ema.copy_to_model()
+        self.prequant = self._validate(self.compiled)
+        self.log.event("ema", decay=self.ema.decay, val_loss=self.prequant.val_loss, val_bpb=self.prequant.val_bpb)
 
     @torch.no_grad()
     def _collect_hessians(self) -> None:
