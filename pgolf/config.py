@@ -262,6 +262,19 @@ class ExportConfig:
     lqer_top: int = setting(0, "LQER_TOP_K", help="LQER corrections on this many matrices with the largest error",
                             check="nonneg")
     lqer_rank: int = setting(4, "LQER_RANK", check="positive")
+    lqer_asym_group: int = setting(64, "LQER_ASYM_GROUP", check="nonneg",
+                                   help="LQER factors packed asymmetrically (A int2, one scale; B int4, a scale per this "
+                                        "many elements; 64 #1855, 32 #2135); 0: symmetric at lqer_factor_bits (also the "
+                                        "fallback where rank x cols does not divide)")
+    lqer_factor_bits: int = setting(4, "LQER_FACTOR_BITS", (2, 3, 4, 5, 6, 7, 8),
+                                    help="code width of both LQER factors in the symmetric packing (per-row scales)")
+    awq_lite: bool = setting(False, "AWQ_LITE_ENABLED",
+                             help="AWQ-lite (gptq): the most salient column groups (activation rms x mean |W|, over "
+                                  "all tensors under awq_bits) coded at awq_bits inside the GPTQ solve (frontier F7.1)")
+    awq_group_size: int = setting(64, "AWQ_LITE_GROUP_SIZE", check="positive", help="columns per AWQ-lite group")
+    awq_group_top_k: int = setting(1, "AWQ_LITE_GROUP_TOP_K", check="positive",
+                                   help="how many AWQ-lite groups, chosen over all tensors together")
+    awq_bits: int = setting(8, "AWQ_LITE_BITS", (7, 8), help="code width of the AWQ-lite groups")
     codec: str = setting("zlib", "COMPRESSOR", ("zlib", "brotli", "zstd", "lzma", "lrzip", "auto"),
                          help="auto: the smallest of every available codec, per stream")
     layout: str = setting("plain", "ARTIFACT_LAYOUT", ("plain", "grouped"),
@@ -563,6 +576,8 @@ def validate(cfg: Config) -> None:
     if t.qat_threshold > 0 and cfg.export.matrix_bits != 6:  # QAT fakes int6 codes (pgolf.ops.int6_matmul)
         problems.append(f"train.qat_threshold={t.qat_threshold} trains against int6 codes, but export.matrix_bits="
                         f"{cfg.export.matrix_bits}: set export.matrix_bits=6 or train.qat_threshold=0")
+    if cfg.export.awq_lite and cfg.export.method != "gptq":  # its groups are chosen and coded inside GPTQ
+        problems.append("export.awq_lite=true needs export.method=gptq")
     if m.num_heads > 0 and m.model_dim % m.num_heads:
         problems.append(f"model.model_dim={m.model_dim} must be divisible by model.num_heads={m.num_heads}")
     elif m.num_heads > 0 and (m.model_dim // m.num_heads) % 2:
