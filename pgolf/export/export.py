@@ -6,6 +6,7 @@ The challenge's limit is on artifact + code: strictly below 16,000,000 bytes (de
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class ExportReport:
     total_bytes: int
     params: int
     streams: tuple[StreamReport, ...] = field(default=())
+    quantize_seconds: float = 0.0  # quantization alone (GPTQ, LQER), without compression: what a reserve covers
 
     @property
     def headroom(self) -> int:
@@ -90,11 +92,14 @@ def build_artifact(state: dict[str, Tensor], model_config: dict, cfg: ExportConf
 def export_model(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig, path: str | Path,
                  meta: dict | None = None, hessians: dict[str, Tensor] | None = None,
                  roles: dict[str, Role] | None = None) -> tuple[ExportReport, Artifact]:
+    t0 = time.perf_counter()
     art = build_artifact(state, model_config, cfg, meta, hessians, roles)
+    quantize_seconds = time.perf_counter() - t0
     blob, streams = encode_artifact(art, cfg.layout, cfg.codec)
     code = count_code_bytes(cfg.code_bytes)
     report = ExportReport(str(path), cfg.method, cfg.layout, len(blob), code.counted_bytes, code.mode,
-                          len(blob) + code.counted_bytes, sum(t.numel() for t in state.values()), tuple(streams))
+                          len(blob) + code.counted_bytes, sum(t.numel() for t in state.values()), tuple(streams),
+                          quantize_seconds)
     if report.total_bytes >= SIZE_LIMIT:
         raise ArtifactTooLarge(
             f"not exported: artifact {report.artifact_bytes:,} B + code {report.code_bytes:,} B ({code.mode}) = "

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf.config import Config, from_dict
+from pgolf.data.calibration import ShuffledSequenceLoader
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks, shutdown
 from pgolf.errors import PgolfError
@@ -45,7 +46,7 @@ from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.quant.hessians import HessianCollector
 from pgolf.quant.qat import enable_late_qat
 from pgolf.train import checkpoint as ckpt
-from pgolf.train.clock import Clock
+from pgolf.train.clock import Clock, ReserveCheck
 from pgolf.train.loader import DistributedTokenLoader, dataset_fingerprint
 from pgolf.train.logs import RunLog, plot_curves
 
@@ -102,6 +103,10 @@ class Trainer:
                              if cfg.train.loss_weights != "none" else None)
         self.loader = DistributedTokenLoader(cfg.data.path, env.rank, env.world, tok.vocab_size, self.device)
         self.data_fingerprint = dataset_fingerprint(cfg.data.path, cfg.data.tokenizer)
+        # GPTQ's calibration windows: random training windows, as the records (GPTQ_CALIBRATION_MODE=random)
+        self.calib = (ShuffledSequenceLoader.from_dir(cfg.data.path, rank=env.rank, world=env.world,
+                                                      seq_len=cfg.train.seq_len, vocab_size=tok.vocab_size)
+                      if cfg.export.method == "gptq" else None)
 
         self.model = prepare_for_device(GPT(cfg.model, mlp_impl=cfg.train.mlp_impl), self.device)
         self.looped = bool(cfg.model.stack.loop_layers)  # depth recurrence: off until loop_start_frac (spec 5.5)
@@ -127,6 +132,8 @@ class Trainer:
         # The products of the post-training stages, in order.
         self.prequant: BPBResult | None = None
         self.hessians: dict | None = None  # GPTQ's
+        self.hessian_seconds = 0.0
+        self.reserve: ReserveCheck | None = None
         self.report: ExportReport | None = None
         self.final: BPBResult | None = None
         self.eval_seconds = 0.0
@@ -408,18 +415,21 @@ class Trainer:
 
     @torch.no_grad()
     def _collect_hessians(self) -> None:
-        """GPTQ's input Hessians on fresh training batches, on the training clock (it reads train data)."""
+        """GPTQ's input Hessians on export.calib_batches batches of random training windows (a training
+        micro-batch's worth each: 48 x 2048 in the records), on the training clock (it reads train data)."""
         cfg = self.cfg
+        sequences = cfg.train.batch_tokens // (self.env.world * self.accum * cfg.train.seq_len)
         with self.clock.on_training_time() as watch:
             collector = HessianCollector(self.model)
             try:
                 for _ in range(cfg.export.calib_batches):
-                    x, y = self.loader.next_batch(cfg.train.batch_tokens, cfg.train.seq_len, self.accum)
+                    x, y = (t.to(self.device) for t in self.calib.next_batch(sequences))
                     with autocast_for(self.device):
                         self.model(x, y)
                 self.hessians = collector.hessians()
             finally:
                 collector.remove()
+        self.hessian_seconds = watch.seconds
         self.log.event("hessians", matrices=len(self.hessians), seconds=watch.seconds, train_time_ms=self.clock.train_ms,
                        within_cap=self.clock.within_cap())
 
@@ -444,6 +454,16 @@ class Trainer:
                        headroom=outcome.headroom, bits_per_weight=round(outcome.bits_per_weight, 4),
                        streams={s.name: f"{s.codec}:{s.stored_bytes}" for s in outcome.streams})
         self.report = outcome
+        if self.hessians is not None:
+            self._check_reserve(outcome.quantize_seconds)
+
+    def _check_reserve(self, gptq_seconds: float) -> None:
+        """Warn (log and result.json) when the reserve is below the measured Hessian + GPTQ time."""
+        self.reserve = ReserveCheck(self.cfg.export.reserve_seconds, self.hessian_seconds, gptq_seconds,
+                                    self.clock.within_cap())
+        self.log.event("reserve", **self.reserve.as_dict())
+        if self.reserve.warning():
+            self.log.event("warning", message=self.reserve.warning())
 
     def _score_artifact(self) -> None:
         """Score the file as written, with a model built from the file alone by `pgolf eval`'s
@@ -466,7 +486,9 @@ class Trainer:
                    "final": self.final.as_dict(), "export": dataclasses.asdict(report),
                    "bits_per_weight": report.bits_per_weight, "run_dir": str(self.run_dir),
                    "eval_seconds": self.eval_seconds,
-                   "within_eval_budget": self.clock.within_eval_budget(self.eval_seconds)}
+                   "within_eval_budget": self.clock.within_eval_budget(self.eval_seconds),
+                   "within_cap": self.clock.within_cap(),
+                   **({"reserve": self.reserve.as_dict()} if self.reserve else {})}
         atomic_write_json(self.run_dir / "result.json", summary)
         if plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png"):
             self.log.event("plot", path=str(self.run_dir / "curves.png"), console=False)
