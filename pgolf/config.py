@@ -275,6 +275,12 @@ class ExportConfig:
     awq_group_top_k: int = setting(1, "AWQ_LITE_GROUP_TOP_K", check="positive",
                                    help="how many AWQ-lite groups, chosen over all tensors together")
     awq_bits: int = setting(8, "AWQ_LITE_BITS", (7, 8), help="code width of the AWQ-lite groups")
+    quant_gate: bool = setting(True, "GATED_ATTN_QUANT_GATE",
+                               help="gate matrices (role gate, e.g. SparseAttnGate) as int8 rows with row-max scales "
+                                    "(#1855); false: fp16 passthrough (#2135)")
+    control_dtype: str = setting("fp32", None, ("fp32", "fp16"),
+                                 help="control tensors (role control: scales, mixes, gains): fp32, exact (the baseline), "
+                                      "or fp16 passthrough restored to their dtype (the records, spec 5.11)")
     codec: str = setting("zlib", "COMPRESSOR", ("zlib", "brotli", "zstd", "lzma", "lrzip", "auto"),
                          help="auto: the smallest of every available codec, per stream")
     layout: str = setting("plain", "ARTIFACT_LAYOUT", ("plain", "grouped"),

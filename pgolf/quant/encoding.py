@@ -3,7 +3,7 @@ parts (no pickle anywhere). `decode` turns it back into a tensor.
 
 Schemes:
 - "raw": the tensor itself ("data"), stored fp16 for small floats (fp32 for control
-  parameters), as the baseline does
+  parameters unless export.control_dtype=fp16), as the baseline does
 - "int_row": symmetric integer codes per row ("q", int8 container, |q| <= 2^(bits-1) - 1)
   with an fp16 scale per row ("scale"); W = scale[:, None] · q
   optionally plus a low-rank LQER correction (parts "lqer_*", see pgolf.quant.lqer)

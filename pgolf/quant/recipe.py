@@ -2,8 +2,9 @@
 (pgolf.model.roles: `Role.quant`, `bits`, `clip_class`).
 
 - non-float tensors: raw
-- gates: int8 per row with row-max / 127 scales (the record's quant gate)
-- controls: raw fp32 (exact)
+- gates: int8 per row with row-max / 127 scales (the record's quant gate; with `quant_gate`
+  off, or a float gate such as the SmearGate's, fp16 passthrough)
+- controls: raw fp32 (exact), or with `control_dtype` fp16 the passthrough below (the records)
 - other floats with <= 65,536 elements: raw fp16 (passthrough)
 - coded roles (matrices, embedding, head, n-gram table): `embed_bits` for the embedding /
   head, `matrix_bits` for the others
@@ -85,10 +86,10 @@ def _encode_matrix(w: Tensor, role: Role, cfg: ExportConfig, hessian: Tensor | N
 def _encode(t: Tensor, role: Role, cfg: ExportConfig, hessian: Tensor | None,
             awq_starts: list[int] | None = None) -> Encoded:
     dtype = str(t.dtype).removeprefix("torch.")
-    if role.quant == "int8_rowmax" and t.ndim == 2:
+    if role.quant == "int8_rowmax" and t.ndim == 2 and cfg.quant_gate:
         codes, scale = rowmax_int8(t.float())
         return Encoded("int_row", dtype, tuple(t.shape), {"q": _np(codes), "scale": _np(scale)}, 8)
-    if role.quant == "fp32":
+    if role.quant == "control" and cfg.control_dtype == "fp32":
         return Encoded("raw", dtype, tuple(t.shape), {"data": _np(t.float())})
     if t.numel() <= KEEP_FLOAT_MAX_NUMEL:
         return Encoded("raw", dtype, tuple(t.shape), {"data": _np(t.to(torch.float16))})
