@@ -8,7 +8,8 @@ one elapsed time (the slowest), so the schedule and the stop agree across ranks.
 
 The reserve is a guess made before the run; `ReserveCheck` compares it with what the export's
 work measured (Hessian collection + GPTQ, frontier F7.2: #2135 reserved 0.5 s for 6.9 s of
-Hessians). A reserve below the measurement is a warning in the log and in result.json, never
+Hessians). A reserve below the measurement is a warning in the log (in a capped run: without a
+cap the reserve holds nothing back) and in result.json, never
 an error, even when the Hessians push the training clock past the cap (`within_cap` false):
 by then the run is over, and its checkpoint, artifact and score are still worth keeping for
 development; whoever submits a run must check `within_cap` (a record must be inside the cap).
@@ -120,6 +121,7 @@ class ReserveCheck:
     hessian_seconds: float
     gptq_seconds: float
     within_cap: bool  # the training clock, Hessians included, ended inside the cap
+    capped: bool = True  # the run has a training cap (else the reserve holds nothing back)
 
     @property
     def measured_seconds(self) -> float:
@@ -132,10 +134,10 @@ class ReserveCheck:
     def as_dict(self) -> dict:
         return {"reserve_seconds": self.reserve_seconds, "hessian_seconds": round(self.hessian_seconds, 3),
                 "gptq_seconds": round(self.gptq_seconds, 3), "measured_seconds": round(self.measured_seconds, 3),
-                "sufficient": self.sufficient, "within_cap": self.within_cap}
+                "sufficient": self.sufficient, "within_cap": self.within_cap, "capped": self.capped}
 
     def warning(self) -> str | None:
-        if self.sufficient:
+        if self.sufficient or not self.capped:
             return None
         over = "" if self.within_cap else "; the Hessians ran past the training cap, so this run is not a valid record"
         return (f"export.reserve_seconds={self.reserve_seconds:g} is below the measured Hessian + GPTQ time "

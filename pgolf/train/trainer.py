@@ -460,7 +460,7 @@ class Trainer:
     def _check_reserve(self, gptq_seconds: float) -> None:
         """Warn (log and result.json) when the reserve is below the measured Hessian + GPTQ time."""
         self.reserve = ReserveCheck(self.cfg.export.reserve_seconds, self.hessian_seconds, gptq_seconds,
-                                    self.clock.within_cap())
+                                    self.clock.within_cap(), capped=bool(self.clock.cap_ms))
         self.log.event("reserve", **self.reserve.as_dict())
         if self.reserve.warning():
             self.log.event("warning", message=self.reserve.warning())
