@@ -352,6 +352,25 @@ class ExportConfig:
     lqer_top: int = setting(0, "LQER_TOP_K", help="LQER corrections on this many matrices with the largest error",
                             check="nonneg")
     lqer_rank: int = setting(4, "LQER_RANK", check="positive")
+    lqer_asym_group: int = setting(64, "LQER_ASYM_GROUP", check="nonneg",
+                                   help="LQER factors packed asymmetrically (A int2, one scale; B int4, a scale per this "
+                                        "many elements; 64 #1855, 32 #2135); 0: symmetric at lqer_factor_bits (also the "
+                                        "fallback where rank x cols does not divide)")
+    lqer_factor_bits: int = setting(4, "LQER_FACTOR_BITS", (2, 3, 4, 5, 6, 7, 8),
+                                    help="code width of both LQER factors in the symmetric packing (per-row scales)")
+    awq_lite: bool = setting(False, "AWQ_LITE_ENABLED",
+                             help="AWQ-lite (gptq): the most salient column groups (activation rms x mean |W|, over "
+                                  "all tensors under awq_bits) coded at awq_bits inside the GPTQ solve (frontier F7.1)")
+    awq_group_size: int = setting(64, "AWQ_LITE_GROUP_SIZE", check="positive", help="columns per AWQ-lite group")
+    awq_group_top_k: int = setting(1, "AWQ_LITE_GROUP_TOP_K", check="positive",
+                                   help="how many AWQ-lite groups, chosen over all tensors together")
+    awq_bits: int = setting(8, "AWQ_LITE_BITS", (7, 8), help="code width of the AWQ-lite groups")
+    quant_gate: bool = setting(True, "GATED_ATTN_QUANT_GATE",
+                               help="gate matrices (role gate, e.g. SparseAttnGate) as int8 rows with row-max scales "
+                                    "(#1855); false: fp16 passthrough (#2135)")
+    control_dtype: str = setting("fp32", None, ("fp32", "fp16"),
+                                 help="control tensors (role control: scales, mixes, gains): fp32, exact (the baseline), "
+                                      "or fp16 passthrough restored to their dtype (the records, spec 5.11)")
     codec: str = setting("zlib", "COMPRESSOR", ("zlib", "brotli", "zstd", "lzma", "lrzip", "auto"),
                          help="auto: the smallest of every available codec, per stream")
     layout: str = setting("plain", "ARTIFACT_LAYOUT", ("plain", "grouped"),
@@ -671,6 +690,8 @@ def validate(cfg: Config) -> None:
     if t.warmdown_frac > 0 and t.warmdown_iters > 0:
         problems.append(f"train.warmdown_frac={t.warmdown_frac} and train.warmdown_iters={t.warmdown_iters} are two "
                         "warmdowns: set train.warmdown_iters=0 to use the fraction, or train.warmdown_frac=0")
+    if cfg.export.awq_lite and cfg.export.method != "gptq":  # its groups are chosen and coded inside GPTQ
+        problems.append("export.awq_lite=true needs export.method=gptq")
     if m.num_heads > 0 and m.model_dim % m.num_heads:
         problems.append(f"model.model_dim={m.model_dim} must be divisible by model.num_heads={m.num_heads}")
     elif m.num_heads > 0 and (m.model_dim // m.num_heads) % 2:

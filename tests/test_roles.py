@@ -144,7 +144,7 @@ def test_quantization_and_layout_follow_the_roles(hybrid_encoded):
     model, roles, enc, (streams, index) = hybrid_encoded
     for name, e in enc.items():
         role, t = roles[name], model.state_dict()[name]
-        if role.quant == "fp32":
+        if role.quant == "control":  # fp32 by default (export.control_dtype)
             assert (e.scheme, e.parts["data"].dtype) == ("raw", np.float32), name
         elif t.numel() <= KEEP_FLOAT_MAX_NUMEL:
             assert (e.scheme, e.parts["data"].dtype) == ("raw", np.float16), name

@@ -2,7 +2,8 @@
 
 Every int6 matrix of the artifact that belongs to a linear layer is swapped in as a
 PackedLinear: the weight stays as 0.75-byte codes plus row scales and each forward calls
-`pgolf::int6_matmul` (plus the rank-r LQER term when the tensor has one). Everything else
+`pgolf::int6_matmul` (plus the rank-r LQER term when the tensor has one, and a dense term for
+its AWQ-lite column groups, whose int6 codes are 0). Everything else
 is dequantized as usual.
 """
 from __future__ import annotations
@@ -30,11 +31,21 @@ class PackedLinear(nn.Module):
             a, b = lqer_factors(e.parts, self.k)
             self.register_buffer("lqer_a", a.to(device))
             self.register_buffer("lqer_b", b.to(device))
+        self.awq = e.has_awq
+        if self.awq:
+            starts, q = e.parts["awq_start"].astype("int64").tolist(), e.parts["awq_q"]
+            g = q.shape[1] // len(starts)
+            cols = torch.cat([torch.arange(s, s + g) for s in starts])
+            hi = torch.from_numpy(q.astype("float32")) * torch.from_numpy(e.parts["awq_scale"].astype("float32"))[:, None]
+            self.register_buffer("awq_cols", cols.to(device))
+            self.register_buffer("awq_w", hi.to(device))
 
     def forward(self, x: Tensor) -> Tensor:
         y = int6_matmul(x, self.packed, self.scales, self.k)  # fp32 scales: no rounding to bf16
         if self.lqer:
             y = y + (x @ self.lqer_b.to(x.dtype).T) @ self.lqer_a.to(x.dtype).T
+        if self.awq:
+            y = y + x[..., self.awq_cols] @ self.awq_w.to(x.dtype).T
         return y
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class ExportReport:
     total_bytes: int
     params: int
     streams: tuple[StreamReport, ...] = field(default=())
+    quantize_seconds: float = 0.0  # quantization alone (GPTQ, LQER), without compression: what a reserve covers
 
     @property
     def headroom(self) -> int:
@@ -93,20 +95,23 @@ def export_model(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig
                  roles: dict[str, Role] | None = None, run_config: Config | None = None) -> tuple[ExportReport, Artifact]:
     """Write the artifact if it and the code fit under the limit. The code counted is what a run of
     `run_config` needs (default: the model and export settings given, every other section at its defaults)."""
+    t0 = time.perf_counter()
     art = build_artifact(state, model_config, cfg, meta, hessians, roles)
-    return write_export(art, cfg, path, sum(t.numel() for t in state.values()), run_config), art
+    quantize_seconds = time.perf_counter() - t0
+    return write_export(art, cfg, path, sum(t.numel() for t in state.values()), run_config, quantize_seconds), art
 
 
 def write_export(art: Artifact, cfg: ExportConfig, path: str | Path, params: int,
-                 run_config: Config | None = None) -> ExportReport:
+                 run_config: Config | None = None, quantize_seconds: float = 0.0) -> ExportReport:
     """Encode and write a built artifact (what a stage between quantization and writing, such as
-    logit calibration, may have added to it counts); `params`: the model's, for bits per weight."""
+    logit calibration, may have added to it counts); `params`: the model's, for bits per weight;
+    `quantize_seconds`: how long building it took (reported, for the export reserve)."""
     blob, streams = encode_artifact(art, cfg.layout, cfg.codec)
     if run_config is None:
         run_config = from_dict({"model": art.model_config, "export": dataclasses.asdict(cfg)}, "the export settings")
     code = count_code_bytes(cfg.code_bytes, run_config)
     report = ExportReport(str(path), cfg.method, cfg.layout, len(blob), code.counted_bytes, code.mode,
-                          len(blob) + code.counted_bytes, params, tuple(streams))
+                          len(blob) + code.counted_bytes, params, tuple(streams), quantize_seconds)
     if report.total_bytes >= SIZE_LIMIT:
         raise ArtifactTooLarge(
             f"not exported: artifact {report.artifact_bytes:,} B + code {report.code_bytes:,} B ({code.mode}) = "

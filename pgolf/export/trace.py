@@ -43,7 +43,8 @@ OPTIONAL: dict[str, Callable[[Config], bool]] = {
     "pgolf.quant.qat": lambda c: c.train.qat_threshold > 0,
     "pgolf.quant.gptq": lambda c: c.export.method == "gptq",
     "pgolf.quant.hessians": lambda c: c.export.method == "gptq",
-    "pgolf.quant.lqer": lambda c: c.export.lqer_top > 0,  # fitted at export, added back at load
+    "pgolf.quant.lqer": lambda c: c.export.lqer_top > 0,
+    "pgolf.quant.awq": lambda c: c.export.method == "gptq" and c.export.awq_lite,  # fitted at export, added back at load
     "pgolf.ngram": lambda c: c.eval.ngram.enabled,  # the n-gram tilt (and its native state build)
     "pgolf.eval.ttt": lambda c: c.eval.mode in ("lora_ttt", "sliding_ttt"),
     "pgolf.eval.packed": lambda c: False,  # `pgolf eval --packed` only, never a run or a packed script

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
-from pgolf.model.roles import CONTROL, GATE, Role, declare, matrix
+from pgolf.model.roles import CONTROL, FLOAT_GATE, Role, declare, matrix
 from pgolf.model.segments import DocSegments, shift_within
 
 # the GDN record's hash multipliers (spec §6.1)
@@ -76,7 +76,7 @@ class InputGatedSmearGate(nn.Module):
     def __init__(self, dim: int, bos_id: int, window: int = 12):
         super().__init__()
         self.bos_id, self.window = bos_id, min(window, dim)
-        self.gate = CastedLinear(self.window, 1, zero_init=True, role=GATE)
+        self.gate = CastedLinear(self.window, 1, zero_init=True, role=FLOAT_GATE)  # fp16 in the artifact, as the records
         self.lam = nn.Parameter(torch.zeros(1, dtype=torch.float32))
         declare(self, lam=CONTROL)
 

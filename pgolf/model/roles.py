@@ -8,8 +8,9 @@ collects them by parameter name and raises if a parameter has no role or two.
 Every consumer reads the role and nothing else (no parameter-name patterns anywhere):
 - optimizer group (`optimizer`): Muon for matrices, Adam for the rest in three groups
 - quantization (`quant`, `bits`, `clip_class`): coded at matrix or embed bits with the
-  clip-sigma class's SDClip k (spec §5.11); gates int8 with row-max scales; controls fp32;
-  conv taps and norm weights fp16
+  clip-sigma class's SDClip k (spec §5.11); gates int8 with row-max scales (the record's quant
+  gate; a float gate such as the SmearGate's stays fp16); controls fp32 or fp16 as the export
+  says; conv taps and norm weights fp16
 - export layout (`group`, `hot`): coded tensors of one group share a compressed stream (spec §5.12)
 - late QAT (`qat`), Hessian collection (`hessian`), fp32 keeping on the GPU (`keep_fp32`)
 
@@ -41,12 +42,15 @@ class Role:
     head (an untied output head), ngram_table (a hashed n-gram lookup table), control (scales,
     mixes, gains, decay parameters), gate (a small gate matrix), conv (conv taps), norm (a norm weight).
     group / hot: the export layout group of a coded tensor, and whether that group's rows are reordered.
-    clip: a matrix's SDClip class (attn, mlp, other)."""
+    clip: a matrix's SDClip class (attn, mlp, other).
+    rowmax: a gate's artifact form: int8 rows with row-max scales, or (False) an fp16 float as the
+    records keep the SmearGate's gate."""
     kind: str
     group: str | None = None
     hot: bool = False
     clip: str | None = None
     tied: bool = False
+    rowmax: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -60,6 +64,8 @@ class Role:
                             f"({', '.join(MATRIX_CLIPS)}), got {self.clip!r}")
         if self.tied and self.kind != "embedding":
             raise RoleError(f"role {self.kind}: only an embedding can be tied to the head")
+        if not self.rowmax and self.kind != "gate":
+            raise RoleError(f"role {self.kind}: only a gate chooses its artifact form (rowmax)")
 
     @property
     def optimizer(self) -> str:
@@ -68,10 +74,13 @@ class Role:
 
     @property
     def quant(self) -> str:
-        """coded (per-row codes; the recipe keeps small ones fp16), int8_rowmax, fp32 or fp16."""
+        """coded (per-row codes; the recipe keeps small ones fp16), int8_rowmax (when export.quant_gate),
+        control (fp32 or fp16: export.control_dtype) or fp16."""
         if self.kind in CODED_KINDS:
             return "coded"
-        return {"gate": "int8_rowmax", "control": "fp32"}.get(self.kind, "fp16")
+        if self.kind == "gate":
+            return "int8_rowmax" if self.rowmax else "fp16"
+        return "control" if self.kind == "control" else "fp16"
 
     @property
     def bits(self) -> str | None:
@@ -113,6 +122,7 @@ def matrix(group: str, clip: str, hot: bool = False) -> Role:
 
 CONTROL = Role("control")
 GATE = Role("gate")
+FLOAT_GATE = Role("gate", rowmax=False)  # a gate the records store as an fp16 float (the SmearGate's)
 CONV = Role("conv")
 NORM = Role("norm")
 

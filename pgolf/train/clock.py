@@ -5,10 +5,19 @@ checkpoints pause it, and work that reads training data after the loop (GPTQ's H
 runs on it. With a cap, the loop stops at cap − reserve, so the reserved work still ends
 inside the cap; the LR schedule anneals to that same stop (`stop_ms`). Ranks agree on
 one elapsed time (the slowest), so the schedule and the stop agree across ranks.
+
+The reserve is a guess made before the run; `ReserveCheck` compares it with what the export's
+work measured (Hessian collection + GPTQ, frontier F7.2: #2135 reserved 0.5 s for 6.9 s of
+Hessians). A reserve below the measurement is a warning in the log (in a capped run: without a
+cap the reserve holds nothing back) and in result.json, never
+an error, even when the Hessians push the training clock past the cap (`within_cap` false):
+by then the run is over, and its checkpoint, artifact and score are still worth keeping for
+development; whoever submits a run must check `within_cap` (a record must be inside the cap).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -103,3 +112,34 @@ class Clock:
 
     def within_eval_budget(self, seconds: float) -> bool:
         return not self.eval_budget_ms or 1000.0 * seconds <= self.eval_budget_ms
+
+
+@dataclass(frozen=True)
+class ReserveCheck:
+    """The export reserve against the measured Hessian collection and GPTQ time (seconds)."""
+    reserve_seconds: float
+    hessian_seconds: float
+    gptq_seconds: float
+    within_cap: bool  # the training clock, Hessians included, ended inside the cap
+    capped: bool = True  # the run has a training cap (else the reserve holds nothing back)
+
+    @property
+    def measured_seconds(self) -> float:
+        return self.hessian_seconds + self.gptq_seconds
+
+    @property
+    def sufficient(self) -> bool:
+        return self.reserve_seconds >= self.measured_seconds
+
+    def as_dict(self) -> dict:
+        return {"reserve_seconds": self.reserve_seconds, "hessian_seconds": round(self.hessian_seconds, 3),
+                "gptq_seconds": round(self.gptq_seconds, 3), "measured_seconds": round(self.measured_seconds, 3),
+                "sufficient": self.sufficient, "within_cap": self.within_cap, "capped": self.capped}
+
+    def warning(self) -> str | None:
+        if self.sufficient or not self.capped:
+            return None
+        over = "" if self.within_cap else "; the Hessians ran past the training cap, so this run is not a valid record"
+        return (f"export.reserve_seconds={self.reserve_seconds:g} is below the measured Hessian + GPTQ time "
+                f"{self.measured_seconds:.2f} s ({self.hessian_seconds:.2f} + {self.gptq_seconds:.2f}): raise it to "
+                f"at least {math.ceil(self.measured_seconds)}{over}")

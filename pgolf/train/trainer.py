@@ -18,6 +18,7 @@ import math
 import dataclasses
 import datetime
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf.config import Config, from_dict
+from pgolf.data.calibration import ShuffledSequenceLoader
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks, shutdown
 from pgolf.errors import PgolfError
@@ -46,7 +48,7 @@ from pgolf.optim.ema import WeightEMA
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.train import checkpoint as ckpt
-from pgolf.train.clock import Clock
+from pgolf.train.clock import Clock, ReserveCheck
 from pgolf.train.feed import TrainFeed, training_progress
 from pgolf.train.loader import dataset_fingerprint
 from pgolf.train.logit_calibration import calibrate_artifact, fit_summary
@@ -104,6 +106,10 @@ class Trainer:
         self.byte_weights = (TargetByteWeights(tok, cfg.train.loss_weights).to(self.device)
                              if cfg.train.loss_weights != "none" else None)
         self.data_fingerprint = dataset_fingerprint(cfg.data.path, cfg.data.tokenizer)
+        # GPTQ's calibration windows: random training windows, as the records (GPTQ_CALIBRATION_MODE=random)
+        self.calib = (ShuffledSequenceLoader.from_dir(cfg.data.path, rank=env.rank, world=env.world,
+                                                      seq_len=cfg.train.seq_len, vocab_size=tok.vocab_size)
+                      if cfg.export.method == "gptq" else None)
 
         self.model = prepare_for_device(GPT(cfg.model, mlp_impl=cfg.train.mlp_impl), self.device)
         self.looped = bool(cfg.model.stack.loop_layers)  # depth recurrence: off until loop_start_frac (spec 5.5)
@@ -133,6 +139,8 @@ class Trainer:
         # The products of the post-training stages, in order.
         self.prequant: BPBResult | None = None
         self.hessians: dict | None = None  # GPTQ's
+        self.hessian_seconds = 0.0
+        self.reserve: ReserveCheck | None = None
         self.report: ExportReport | None = None
         self.final: BPBResult | None = None
         self.eval_seconds = 0.0
@@ -460,20 +468,23 @@ class Trainer:
 
     @torch.no_grad()
     def _collect_hessians(self) -> None:
-        """GPTQ's input Hessians on fresh training batches, on the training clock (it reads train data)."""
+        """GPTQ's input Hessians on export.calib_batches batches of random training windows (a training
+        micro-batch's worth each: 48 x 2048 in the records), on the training clock (it reads train data)."""
         from pgolf.quant.hessians import HessianCollector  # gptq only (pgolf.export.trace.OPTIONAL)
 
         cfg = self.cfg
+        sequences = cfg.train.batch_tokens // (self.env.world * self.accum * cfg.train.seq_len)
         with self.clock.on_training_time() as watch:
             collector = HessianCollector(self.model)
             try:
                 for _ in range(cfg.export.calib_batches):
-                    batch = self.loader.next_batch()
+                    x, y = (t.to(self.device) for t in self.calib.next_batch(sequences))
                     with autocast_for(self.device):
-                        self.model(batch.inputs, batch.targets, **batch.model_kwargs())
+                        self.model(x, y)
                 self.hessians = collector.hessians()
             finally:
                 collector.remove()
+        self.hessian_seconds = watch.seconds
         self.log.event("hessians", matrices=len(self.hessians), seconds=watch.seconds, train_time_ms=self.clock.train_ms,
                        within_cap=self.clock.within_cap())
 
@@ -484,13 +495,14 @@ class Trainer:
         outcome = None
         if self.env.is_main:
             try:
-                state = self.model.state_dict()
+                state, t0 = self.model.state_dict(), time.perf_counter()
                 art = build_artifact(state, self.cfg.to_dict()["model"], self.cfg.export,
                                      meta=run_meta(self.cfg, self.step), hessians=self.hessians)
+                quantize_seconds = time.perf_counter() - t0
                 if self.cfg.export.logit_calib:
                     self._calibrate_logits(art)
                 outcome = write_export(art, self.cfg.export, self.run_dir / ARTIFACT_NAME,
-                                       sum(t.numel() for t in state.values()), run_config=self.cfg)
+                                       sum(t.numel() for t in state.values()), self.cfg, quantize_seconds)
             except PgolfError as e:
                 outcome = str(e)
         outcome = broadcast_object(outcome, self.env)  # every rank learns whether export succeeded
@@ -501,6 +513,16 @@ class Trainer:
                        headroom=outcome.headroom, bits_per_weight=round(outcome.bits_per_weight, 4),
                        streams={s.name: f"{s.codec}:{s.stored_bytes}" for s in outcome.streams})
         self.report = outcome
+        if self.hessians is not None:
+            self._check_reserve(outcome.quantize_seconds)
+
+    def _check_reserve(self, gptq_seconds: float) -> None:
+        """Warn (log and result.json) when the reserve is below the measured Hessian + GPTQ time."""
+        self.reserve = ReserveCheck(self.cfg.export.reserve_seconds, self.hessian_seconds, gptq_seconds,
+                                    self.clock.within_cap(), capped=bool(self.clock.cap_ms))
+        self.log.event("reserve", **self.reserve.as_dict())
+        if self.reserve.warning():
+            self.log.event("warning", message=self.reserve.warning())
 
     def _calibrate_logits(self, art) -> None:
         """Logit calibration (pgolf.train.logit_calibration) on the quantized model, into `art`;
@@ -533,7 +555,8 @@ class Trainer:
         summary = {"steps": self.step, "train_time_ms": self.clock.train_ms, "prequant": self.prequant.as_dict(),
                    "final": self.final.as_dict(), "export": dataclasses.asdict(report),
                    "bits_per_weight": report.bits_per_weight, "run_dir": str(self.run_dir),
-                   "eval_seconds": self.eval_seconds, **self.eval_report}
+                   "eval_seconds": self.eval_seconds, **self.eval_report, "within_cap": self.clock.within_cap(),
+                   **({"reserve": self.reserve.as_dict()} if self.reserve else {})}
         atomic_write_json(self.run_dir / "result.json", summary)
         if plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png"):
             self.log.event("plot", path=str(self.run_dir / "curves.png"), console=False)
