@@ -48,10 +48,22 @@ def windows_mode(ctx: EvalContext) -> EvalOutcome:
     return EvalOutcome(evaluate(ctx.model, ctx.val, ctx.seq_len, ctx.cfg.stride, windows, ctx.env.rank, ctx.env.world))
 
 
+def lora_ttt_mode(ctx: EvalContext) -> EvalOutcome:
+    """Score-first per-document LoRA TTT with global SGD phases (pgolf.eval.ttt.engine)."""
+    from pgolf.eval.ttt.engine import run_lora_ttt
+    from pgolf.eval.ttt.phases import global_step_for
+
+    ttt = ctx.cfg.ttt
+    report = run_lora_ttt(ctx.model, ctx.val, ttt, ctx.env, global_step=global_step_for(ttt))
+    return EvalOutcome(report.result, report.ledger, report.seconds)
+
+
 def eval_mode(name: str) -> EvalMode:
     """The function for `eval.mode`; TTT modes are imported only when chosen."""
     if name == "windows":
         return windows_mode
+    if name == "lora_ttt":
+        return lora_ttt_mode
     raise NotImplementedError(f"eval.mode={name!r} is not available in this build")
 
 

@@ -147,25 +147,36 @@ class GPT(nn.Module):
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """Final-normed hidden states [B, T, D]: the walk over the plan's slots."""
+        return self.walk(input_ids, [self.blocks[slot.layer] for slot in self.plan.slots])
+
+    def walk(self, input_ids: Tensor, blocks: list[nn.Module]) -> Tensor:
+        """`hidden` with `blocks[i]` running at virtual slot i: the plain model passes its physical
+        blocks; a wrapper passes blocks carrying per-slot adapters (pgolf.model.lora)."""
         segments = self.documents(input_ids)
         x0 = self.embed(input_ids, segments)
         lanes, skips = (x0,), []
-        for slot in self.plan.slots:
+        for slot, block in zip(self.plan.slots, blocks, strict=True):
             lanes = lanes + lanes[-1:] * (slot.lanes - len(lanes))  # a fork copies the last lane
             if slot.skip_pop is not None:
                 ws = self.skip_weights[slot.skip_pop].to(lanes[0].dtype) * skips.pop()
                 lanes = (self.skip_rule(lanes[0], ws, self.skip_gates, slot.skip_pop), *lanes[1:])
-            lanes = self.blocks[slot.layer](lanes, x0, segments, slot.norm_scale)
+            lanes = block(lanes, x0, segments, slot.norm_scale)
             if slot.skip_push:
                 skips.append(lanes[0])
         return self.head_input(rms_norm(merge_lanes(lanes)))
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Softcapped logits, fp32."""
-        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        z = F.linear(hidden, weight.to(hidden.dtype))
+    def head_weight(self) -> Tensor:
+        """The output head's weight [V, D]: the tied embedding, or lm_head."""
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+
+    def softcap(self, z: Tensor) -> Tensor:
+        """c·tanh(z/c) of the raw head output, fp32."""
         c = self.cfg.logit_softcap
         return (c * torch.tanh(z / c)).float()
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Softcapped logits, fp32."""
+        return self.softcap(F.linear(hidden, self.head_weight().to(hidden.dtype)))
 
     def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean", weights: Tensor | None = None,
                 ce: str = "eager") -> Tensor:

@@ -1,0 +1,6 @@
+"""Score-first test-time training (challenge-spec §5.14, frontier-spec F3/F4).
+
+- documents: the val stream split at BOS, the length-sorted batch queue, #2014's chunk schedule
+- claims: ranks claim batches from a shared counter in the process group's store
+- engine: per-document batched LoRA TTT, score then update, with global SGD phases
+"""
