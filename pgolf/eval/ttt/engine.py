@@ -12,9 +12,10 @@ for chunk ci = 0, 1, ... of every document, all documents of the batch together:
    (summed over the documents still training), each one `ledger.update` with the positions
    its window read. The first step reuses the scoring forward; later ones run it again.
 
-Documents' BOS positions are treated as known before any update (like position 0 in the
-ledger): the split at BOS, the length sort and the chunk schedule all read them before anything
-is scored, so the ledger lists a window's reads from s + 1 on.
+Documents' BOS positions are public before any update (like position 0 in the ledger): the
+split at BOS, the length sort and the chunk schedule all read them before anything is scored.
+So every update's reads reach the ledger without them (`PublicBOS`), the engine's own and the
+global SGD's alike; every other position read must have been scored first.
 
 Phases (global SGD on the base model): with b_k = ⌊prefix·k/phases⌋ documents in queue order,
 the engine pauses before the first batch that holds none of the first b_k documents: a rank
@@ -57,8 +58,9 @@ from pgolf.model.gpt import GPT
 from pgolf.model.lora import DocLoRA, LoRAModel, LoRASites
 
 ScoreTransform = Callable[[Tensor, Tensor], Tensor]  # (log_probs [B, T, V] fp32, positions [B, T]) -> log_probs
-# (model, tokens, docs as (s, e) in queue order, ledger, env) -> steps taken; collective over ranks
-GlobalStep = Callable[[GPT, Tensor, Sequence[tuple[int, int]], "ScoreLedger | None", DistEnv], int]
+# (model, tokens, docs as (s, e) in queue order, ledger, env) -> steps taken; collective over ranks.
+# The ledger it gets takes `update(positions read)` per step (a PublicBOS over the rank's ledger).
+GlobalStep = Callable[[GPT, Tensor, Sequence[tuple[int, int]], "PublicBOS", DistEnv], int]
 
 
 @dataclass
@@ -99,7 +101,7 @@ class Window:
     positions: Tensor  # [b, c] their stream positions
     scored: Tensor  # [b, c] bool: real chunk targets of documents still in progress
     train_rows: Tensor  # [b] bool: documents whose chunk is not their last
-    first_read: Tensor  # [b] first position a training row's window reads (its BOS excluded)
+    start: Tensor  # [b] the window's first input position
     last: Tensor  # [b] the chunk's last target
 
 
@@ -125,8 +127,31 @@ def chunk_window(tokens: Tensor, batch: list[Doc], ci: int, chunk: int, context:
     cols = (width[:, None] - chunk + torch.arange(chunk, device=dev)).clamp(min=0)
     n_scored = last - first + 1
     scored = (torch.arange(chunk, device=dev) >= chunk - n_scored[:, None]) & active[:, None]
-    return Window(x, y, cols, (pos + 1).gather(1, cols), scored, active & (ci < n_chunks - 1),
-                  torch.maximum(start, s + 1), last)
+    return Window(x, y, cols, (pos + 1).gather(1, cols), scored, active & (ci < n_chunks - 1), start, last)
+
+
+class PublicBOS:
+    """The ledger as the engine and the global SGD write it: reads of document-start BOS positions
+    are dropped from updates (they are public, see the module docstring); scoring passes through."""
+
+    def __init__(self, ledger: ScoreLedger, docs: list[Doc]):
+        self.ledger = ledger
+        self.public = np.zeros(ledger.n_positions, dtype=bool)
+        self.public[[d.start for d in docs]] = True
+
+    def scored(self, positions) -> None:
+        self.ledger.scored(positions)
+
+    def update(self, positions) -> None:
+        if hasattr(positions, "detach"):
+            positions = positions.detach().cpu().numpy()
+        p = np.asarray(positions, dtype=np.int64).reshape(-1)
+        self.ledger.update(p[~self.public[p.clip(0, self.ledger.n_positions - 1)]])
+
+    def __getattr__(self, name: str):  # everything else is the ledger's (updates, c3_violations, ...)
+        if name == "ledger":
+            raise AttributeError(name)
+        return getattr(self.ledger, name)
 
 
 def _plain_nll(logits: Tensor, y: Tensor, positions: Tensor, ce: Tensor) -> Tensor:
@@ -136,7 +161,7 @@ def _plain_nll(logits: Tensor, y: Tensor, positions: Tensor, ce: Tensor) -> Tens
 class BatchRunner:
     """Runs one document batch: score each chunk, then train the batch's LoRA on it."""
 
-    def __init__(self, lm: LoRAModel, opt: torch.optim.Optimizer, acc: BPBAccumulator, ledger: ScoreLedger,
+    def __init__(self, lm: LoRAModel, opt: torch.optim.Optimizer, acc: BPBAccumulator, ledger: PublicBOS,
                  ttt: TTTConfig, score_transform: ScoreTransform | None, bos_id: int, bos: Tensor):
         self.lm, self.opt, self.acc, self.ledger, self.ttt = lm, opt, acc, ledger, ttt
         self.nll = _plain_nll if score_transform is None else self._transformed(score_transform)
@@ -174,7 +199,7 @@ class BatchRunner:
         if not bool(rows.any()):
             return
         mask = w.scored & rows[:, None]
-        read = np.concatenate([np.arange(a, b + 1) for a, b in zip(w.first_read[rows].tolist(), w.last[rows].tolist())])
+        read = np.concatenate([np.arange(a, b + 1) for a, b in zip(w.start[rows].tolist(), w.last[rows].tolist())])
         for step in range(self.ttt.grad_steps):
             if ce is None or step > 0:
                 ce = self.forward(w)[2]
@@ -224,7 +249,7 @@ class LoRATTT:
                             lora_sites(ttt)).to(val.tokens.device)
         self.lora.reset(True, _generator(seed, "start"))
         self.lm = LoRAModel(model, self.lora)
-        self.acc, self.ledger = val.accumulator(), ScoreLedger(len(val))
+        self.acc, self.ledger = val.accumulator(), PublicBOS(ScoreLedger(len(val)), self.docs)
         self.bos = torch.zeros(2, dtype=torch.float64, device=val.tokens.device)
         self.done: list[int] = []
         self.updates, self.phase_steps = 0, []
@@ -294,7 +319,7 @@ class LoRATTT:
         if self.env.distributed:
             dist.all_reduce(bos)
         self.seconds["lora_ttt"] = time.perf_counter() - t0 - self.seconds["global_sgd"]
-        return TTTReport(result, self.ledger, len(self.done), self.updates, self.phase_steps, int(bos[0]),
+        return TTTReport(result, self.ledger.ledger, len(self.done), self.updates, self.phase_steps, int(bos[0]),
                          float(bos[1]), self.seconds)
 
 
