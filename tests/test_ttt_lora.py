@@ -229,6 +229,7 @@ def _rank(rank, store, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_give_the_score_of_one(tmp_path):
     out = tmp_mp.Manager().dict()
     tmp_mp.spawn(_rank, args=(str(tmp_path / "store"), out), nprocs=2)

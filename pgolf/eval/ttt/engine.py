@@ -57,7 +57,9 @@ from pgolf.metric.valset import ValSet
 from pgolf.model.gpt import GPT
 from pgolf.model.lora import DocLoRA, LoRAModel, LoRASites
 
-ScoreTransform = Callable[[Tensor, Tensor], Tensor]  # (log_probs [B, T, V] fp32, positions [B, T]) -> log_probs
+# (log_probs [B, T, V] fp32, positions [B, T]) -> log_probs, on a chunk's target columns: positions are
+# the targets' stream positions (a column not scored carries a position of the same window, ignored).
+ScoreTransform = Callable[[Tensor, Tensor], Tensor]
 # (model, tokens, docs as (s, e) in queue order, ledger, env) -> steps taken; collective over ranks.
 # The ledger it gets takes `update(positions read)` per step (a PublicBOS over the rank's ledger).
 GlobalStep = Callable[[GPT, Tensor, Sequence[tuple[int, int]], "PublicBOS", DistEnv], int]
