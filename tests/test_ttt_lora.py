@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp_mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pgolf.config import Config, TTTConfig, load_config
 from pgolf.distributed import DistEnv
@@ -14,9 +16,11 @@ from pgolf.errors import PgolfError
 from pgolf.eval import modes
 from pgolf.eval.evaluator import evaluate
 from pgolf.eval.ttt import engine
-from pgolf.eval.ttt.documents import (Doc, batch_queue, chunk_size_for, parse_short_doc_chunks, phase_boundaries,
-                                      queue_order, split_documents)
+from pgolf.eval.ttt.chunks import chunk_window
+from pgolf.eval.ttt.documents import (Doc, PublicBOS, batch_queue, chunk_size_for, parse_short_doc_chunks,
+                                      phase_boundaries, queue_order, split_documents)
 from pgolf.eval.ttt.engine import lora_sites, run_lora_ttt
+from pgolf.metric.ledger import ScoreLedger
 from pgolf.metric.valset import ValSet
 from pgolf.model import GPT
 from pgolf.model.lora import DocLoRA, lora_parameter_count
@@ -88,6 +92,40 @@ def test_short_doc_chunk_schedule_follows_the_batch_maximum():
     for bad in ("256", "a:b", "256:0", "0:8"):
         with pytest.raises(PgolfError, match="eval.ttt.short_doc_chunks"):
             parse_short_doc_chunks(bad)
+
+
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5), chunk=st.integers(1, 9),
+       context=st.integers(9, 30), trailing_bos=st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_chunk_windows_score_each_target_once_with_the_document_before_it(lengths, chunk, context, trailing_bos):
+    stream = [t for n in lengths for t in [BOS] + list(range(2, 2 + n))] + [BOS] * trailing_bos
+    if len(stream) < 2:
+        stream.append(5)
+    tokens = torch.tensor(stream)
+    batch = split_documents(tokens, BOS)
+    scored, ci = [], 0
+    while (w := chunk_window(tokens, batch, ci, chunk, context)) is not None:
+        for r, d in enumerate(batch):
+            mine = w.positions[r][w.scored[r]].tolist()
+            scored += mine
+            if mine:  # a window ends at its chunk's last target and stays inside the document
+                assert int(w.last[r]) == mine[-1] and d.start <= int(w.start[r]) and mine[-1] <= d.end
+                assert mine[-1] - int(w.start[r]) <= context and len(mine) <= chunk
+                assert bool(w.train_rows[r]) == (mine[-1] != d.end)  # never trains on a last chunk
+                assert torch.equal(w.y[r].gather(0, w.cols[r])[w.scored[r]], tokens[mine])
+        ci += 1
+    assert sorted(scored) == list(range(1, len(stream)))
+
+
+def test_document_bos_reads_are_public_other_reads_are_not():
+    tokens = torch.tensor([1, 5, 6, 1, 7, 8])
+    ledger = ScoreLedger(6)
+    view = PublicBOS(ledger, split_documents(tokens, 1))
+    view.scored([4, 5])
+    view.update(torch.arange(3, 6))  # doc 2 read from its BOS (3, scored as doc 1's last target later)
+    assert ledger.c3_violations() == (0, []) and view.updates == 1
+    view.update([2, 3])  # position 2 is a target not yet scored
+    assert ledger.c3_violations()[0] == 1
 
 
 def test_phase_boundaries_are_the_records():

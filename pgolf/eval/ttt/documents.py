@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pgolf.config import TTTConfig
 from pgolf.errors import PgolfError
+from pgolf.metric.ledger import ScoreLedger
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,29 @@ def phase_boundaries(n_docs: int, ttt: TTTConfig) -> list[int]:
     prefix = min(ttt.prefix_docs, n_docs)
     bounds = [prefix * k // ttt.phases for k in range(1, ttt.phases + 1)] if ttt.phases else []
     return [b for b in bounds if b > 0]
+
+
+class PublicBOS:
+    """The ledger as the TTT engine and its global SGD write it: reads of document-start BOS
+    positions are dropped from updates; scoring passes through. Those positions are public before
+    any update, like position 0: the split at BOS, the length sort and the chunk schedule read them
+    all before anything is scored. Every other position an update reads must be scored first."""
+
+    def __init__(self, ledger: ScoreLedger, docs: list[Doc]):
+        self.ledger = ledger
+        self.public = np.zeros(ledger.n_positions, dtype=bool)
+        self.public[[d.start for d in docs]] = True
+
+    def scored(self, positions) -> None:
+        self.ledger.scored(positions)
+
+    def update(self, positions) -> None:
+        if hasattr(positions, "detach"):
+            positions = positions.detach().cpu().numpy()
+        p = np.asarray(positions, dtype=np.int64).reshape(-1)
+        self.ledger.update(p[~self.public[p.clip(0, self.ledger.n_positions - 1)]])
+
+    def __getattr__(self, name: str):  # everything else is the ledger's (updates, c3_violations, ...)
+        if name == "ledger":
+            raise AttributeError(name)
+        return getattr(self.ledger, name)

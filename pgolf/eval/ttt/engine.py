@@ -49,8 +49,9 @@ from pgolf.distributed import DistEnv
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for
 from pgolf.eval.ttt.claims import BatchClaimer
-from pgolf.eval.ttt.documents import (Doc, batch_queue, chunk_size_for, parse_short_doc_chunks, phase_boundaries,
-                                      split_documents)
+from pgolf.eval.ttt.chunks import Window, chunk_window
+from pgolf.eval.ttt.documents import (PublicBOS, batch_queue, chunk_size_for, parse_short_doc_chunks,
+                                      phase_boundaries, split_documents)
 from pgolf.metric.bpb import BPBAccumulator, BPBResult
 from pgolf.metric.ledger import ScoreLedger
 from pgolf.metric.valset import ValSet
@@ -92,68 +93,6 @@ _DRAWS = {"start": 0, "phase": 1, "batch": 2}
 def _generator(seed: int, kind: str, index: int = 0) -> torch.Generator:
     """The generator of one A draw, the same on every rank: at the start, after phase k, for batch i."""
     return torch.Generator().manual_seed(((seed * 4 + _DRAWS[kind]) << 32) + index)
-
-
-@dataclass
-class Window:
-    """One chunk step of a batch, every tensor [b, ...] with b the batch's documents."""
-    x: Tensor  # [b, T] inputs (0 past each row's width)
-    y: Tensor  # [b, T] targets
-    cols: Tensor  # [b, c] columns of the chunk's targets in the window
-    positions: Tensor  # [b, c] their stream positions
-    scored: Tensor  # [b, c] bool: real chunk targets of documents still in progress
-    train_rows: Tensor  # [b] bool: documents whose chunk is not their last
-    start: Tensor  # [b] the window's first input position
-    last: Tensor  # [b] the chunk's last target
-
-
-def chunk_window(tokens: Tensor, batch: list[Doc], ci: int, chunk: int, context: int) -> Window | None:
-    """The window of chunk `ci` for every document of `batch` (None: all are done)."""
-    dev = tokens.device
-    s = torch.tensor([d.start for d in batch], device=dev)
-    e = torch.tensor([d.end for d in batch], device=dev)
-    n_chunks = (e - s + chunk - 1) // chunk
-    active = ci < n_chunks
-    if not bool(active.any()):
-        return None
-    first = torch.where(active, s + 1 + ci * chunk, e)  # done documents: a 1-token dummy window
-    last = torch.where(active, torch.minimum(s + (ci + 1) * chunk, e), e)
-    start = torch.where(active, torch.maximum(s, last - context), e - 1)  # inputs start..last-1
-    width = last - start
-    t = int(width.max())
-    col = torch.arange(t, device=dev)
-    valid = col < width[:, None]
-    pos = torch.where(valid, start[:, None] + col, start[:, None])  # input positions (padding: a valid index)
-    x = torch.where(valid, tokens[pos], 0).long()
-    y = tokens[pos + 1].long()
-    cols = (width[:, None] - chunk + torch.arange(chunk, device=dev)).clamp(min=0)
-    n_scored = last - first + 1
-    scored = (torch.arange(chunk, device=dev) >= chunk - n_scored[:, None]) & active[:, None]
-    return Window(x, y, cols, (pos + 1).gather(1, cols), scored, active & (ci < n_chunks - 1), start, last)
-
-
-class PublicBOS:
-    """The ledger as the engine and the global SGD write it: reads of document-start BOS positions
-    are dropped from updates (they are public, see the module docstring); scoring passes through."""
-
-    def __init__(self, ledger: ScoreLedger, docs: list[Doc]):
-        self.ledger = ledger
-        self.public = np.zeros(ledger.n_positions, dtype=bool)
-        self.public[[d.start for d in docs]] = True
-
-    def scored(self, positions) -> None:
-        self.ledger.scored(positions)
-
-    def update(self, positions) -> None:
-        if hasattr(positions, "detach"):
-            positions = positions.detach().cpu().numpy()
-        p = np.asarray(positions, dtype=np.int64).reshape(-1)
-        self.ledger.update(p[~self.public[p.clip(0, self.ledger.n_positions - 1)]])
-
-    def __getattr__(self, name: str):  # everything else is the ledger's (updates, c3_violations, ...)
-        if name == "ledger":
-            raise AttributeError(name)
-        return getattr(self.ledger, name)
 
 
 def _plain_nll(logits: Tensor, y: Tensor, positions: Tensor, ce: Tensor) -> Tensor:
