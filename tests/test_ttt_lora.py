@@ -126,6 +126,11 @@ def test_document_bos_reads_are_public_other_reads_are_not():
     assert ledger.c3_violations() == (0, []) and view.updates == 1
     view.update([2, 3])  # position 2 is a target not yet scored
     assert ledger.c3_violations()[0] == 1
+    view.update_ranges([3, 0], [5, 1])  # as ranges: 3 (public) dropped, 4-5 scored; 0 public, 1 not scored
+    view.update_ranges([0], [5])  # a range over a document boundary: 1, 2 unscored, 0 and 3 public
+    total, found = ledger.c3_violations()
+    assert total == 1 + 1 + 2 and [(v.update, v.position) for v in found] == [(2, 2), (3, 1), (4, 1), (4, 2)]
+    assert ledger.update_positions(4).tolist() == [1, 2, 4, 5]
 
 
 def test_phase_boundaries_are_the_records():

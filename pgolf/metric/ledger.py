@@ -7,7 +7,9 @@ built from val tokens) writes, as it runs:
 - `scored(positions)`: these target positions were scored now; the ledger stores, per
   position, the number of updates applied to the scoring model at that moment;
 - `update(positions)`: one update was applied, and it read the tokens at these stream
-  positions (inputs and targets alike).
+  positions (inputs and targets alike); `update_ranges(starts, ends)` says the same of the
+  inclusive ranges [start, end] (what a TTT window reads). Updates are kept as ranges, so a
+  TTT eval re-reading 2048-token windows every step costs two numbers per window, not 2048.
 
 `c3_violations()` then lists every update that read a position not scored before it:
 update k (1-based) may read position p only if p was scored when at most k − 1 updates
@@ -28,13 +30,29 @@ import numpy as np
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_open
 
-LEDGER_FORMAT = "pgolf.ledger/1"
+LEDGER_FORMAT = "pgolf.ledger/2"  # /1 (updates as position lists) is still read
 
 
 def _positions(positions) -> np.ndarray:
     if hasattr(positions, "detach"):  # a torch tensor, on any device
         positions = positions.detach().cpu().numpy()
     return np.asarray(positions, dtype=np.int64).reshape(-1)
+
+
+def position_runs(p: np.ndarray) -> np.ndarray:
+    """Sorted unique positions as inclusive ranges [k, 2]."""
+    p = np.unique(p)
+    if not p.size:
+        return np.zeros((0, 2), np.int64)
+    cut = np.flatnonzero(np.diff(p) != 1)
+    return np.stack([p[np.r_[0, cut + 1]], p[np.r_[cut, p.size - 1]]], axis=1)
+
+
+def _expand(ranges: np.ndarray) -> np.ndarray:
+    """The sorted unique positions of inclusive ranges [k, 2]."""
+    if not ranges.size:
+        return np.zeros(0, np.int64)
+    return np.unique(np.concatenate([np.arange(a, b + 1) for a, b in ranges.tolist()]))
 
 
 @dataclass(frozen=True)
@@ -59,8 +77,8 @@ class ScoreLedger:
         return len(self._updates)
 
     def update_positions(self, k: int) -> np.ndarray:
-        """Positions read by update k (1-based)."""
-        return self._updates[k - 1]
+        """Positions read by update k (1-based), sorted, unique."""
+        return _expand(self._updates[k - 1])
 
     def _checked(self, positions) -> np.ndarray:
         p = _positions(positions)
@@ -75,42 +93,70 @@ class ScoreLedger:
         np.add.at(self.times_scored, p, 1)
 
     def update(self, positions) -> None:
-        self._updates.append(np.unique(self._checked(positions)))
+        self._updates.append(position_runs(self._checked(positions)))
+
+    def update_ranges(self, starts, ends) -> None:
+        """One update that read every position of the inclusive ranges [starts[i], ends[i]]."""
+        a, b = self._checked(starts), self._checked(ends)
+        if a.shape != b.shape or (a > b).any():
+            raise PgolfError(f"ledger: {a.size} range starts for {b.size} ends, or a start after its end")
+        self._updates.append(np.stack([a, b], axis=1))
 
     def c3_violations(self, limit: int = 10) -> tuple[int, list[C3Violation]]:
-        """(number of (update, position) pairs that read a position not yet scored, the first `limit`)."""
+        """(number of (update, position) pairs that read a position not yet scored, the first `limit`).
+
+        Each range's earliest and latest scoring are found at once (reduceat); only ranges that
+        fail are expanded, to count and name their positions."""
+        if not self._updates:
+            return 0, []
+        ranges = np.concatenate(self._updates)
+        update_of = np.repeat(np.arange(1, self.updates + 1), [u.shape[0] for u in self._updates])
+        when = np.append(self.scored_after, 0)  # a sentinel: a range may end at the last position
+        bounds = np.stack([ranges[:, 0], ranges[:, 1] + 1], axis=1).reshape(-1)
+        lo = np.minimum.reduceat(when, bounds)[::2] if bounds.size else bounds
+        hi = np.maximum.reduceat(when, bounds)[::2] if bounds.size else bounds
+        failing = sorted(set(update_of[(lo < 0) | (hi >= update_of)].tolist()))
         total, found = 0, []
-        for k, used in enumerate(self._updates, 1):
-            when = self.scored_after[used]
-            bad = (when < 0) | (when >= k)
-            n = int(bad.sum())
-            total += n
-            for p in used[bad][: max(0, limit - len(found))]:
+        for k in failing:
+            used = self.update_positions(k)
+            at = self.scored_after[used]
+            bad = used[(at < 0) | (at >= k)]
+            total += bad.size
+            for p in bad[: max(0, limit - len(found))]:
                 found.append(C3Violation(k, int(p), int(self.scored_after[p])))
         return total, found
 
     # -- persistence: the TTT engine writes it next to its result; `pgolf check` reads it --
 
     def save(self, path: str | Path) -> None:
-        lengths = np.array([u.size for u in self._updates], dtype=np.int64)
-        flat = np.concatenate(self._updates) if self._updates else np.zeros(0, np.int64)
+        lengths = np.array([u.shape[0] for u in self._updates], dtype=np.int64)
+        flat = np.concatenate(self._updates) if self._updates else np.zeros((0, 2), np.int64)
         with atomic_open(path, "wb") as f:
             np.savez(f, format=np.array(LEDGER_FORMAT), scored_after=self.scored_after,
-                     times_scored=self.times_scored, update_lengths=lengths, update_positions=flat)
+                     times_scored=self.times_scored, update_lengths=lengths, update_ranges=flat)
 
     @classmethod
     def load(cls, path: str | Path) -> "ScoreLedger":
         try:
             with np.load(path, allow_pickle=False) as z:
-                if str(z["format"]) != LEDGER_FORMAT:
-                    raise PgolfError(f"{path}: ledger format {str(z['format'])!r}, expected {LEDGER_FORMAT!r}")
+                fmt = str(z["format"])
+                if fmt not in (LEDGER_FORMAT, "pgolf.ledger/1"):
+                    raise PgolfError(f"{path}: ledger format {fmt!r}, expected {LEDGER_FORMAT!r}")
                 scored_after, times = z["scored_after"], z["times_scored"]
-                lengths, flat = z["update_lengths"], z["update_positions"]
+                lengths = z["update_lengths"]
+                flat = z["update_ranges"] if fmt == LEDGER_FORMAT else z["update_positions"]
         except (OSError, ValueError, KeyError) as e:
             raise PgolfError(f"{path}: not a readable score ledger ({e})") from None
-        if scored_after.shape != times.shape or int(lengths.sum()) != flat.size or (lengths < 0).any():
+        if (scored_after.shape != times.shape or int(lengths.sum()) != flat.shape[0] or (lengths < 0).any()
+                or (fmt == LEDGER_FORMAT and (flat.ndim != 2 or flat.shape[1] != 2))):
             raise PgolfError(f"{path}: inconsistent ledger arrays")
         ledger = cls(scored_after.size)
         ledger.scored_after, ledger.times_scored = scored_after.astype(np.int64), times.astype(np.int32)
-        ledger._updates = [ledger._checked(u) for u in np.split(flat, np.cumsum(lengths)[:-1])] if lengths.size else []
+        parts = np.split(flat, np.cumsum(lengths)[:-1]) if lengths.size else []
+        if fmt == LEDGER_FORMAT:
+            for r in parts:
+                ledger.update_ranges(r[:, 0], r[:, 1])
+        else:
+            for u in parts:
+                ledger.update(u)
         return ledger

@@ -25,7 +25,7 @@ import torch
 
 from pgolf.config import TTTConfig
 from pgolf.errors import PgolfError
-from pgolf.metric.ledger import ScoreLedger
+from pgolf.metric.ledger import ScoreLedger, position_runs
 
 
 @dataclass(frozen=True)
@@ -104,19 +104,32 @@ class PublicBOS:
 
     def __init__(self, ledger: ScoreLedger, docs: list[Doc]):
         self.ledger = ledger
-        self.public = np.zeros(ledger.n_positions, dtype=bool)
-        self.public[[d.start for d in docs]] = True
+        self.public = np.array(sorted(d.start for d in docs), dtype=np.int64)
 
     def scored(self, positions) -> None:
         self.ledger.scored(positions)
 
     def update(self, positions) -> None:
-        if hasattr(positions, "detach"):
-            positions = positions.detach().cpu().numpy()
-        p = np.asarray(positions, dtype=np.int64).reshape(-1)
-        self.ledger.update(p[~self.public[p.clip(0, self.ledger.n_positions - 1)]])
+        p = _numpy(positions)
+        self.ledger.update(p[~np.isin(p, self.public)])
+
+    def update_ranges(self, starts, ends) -> None:
+        a, b = _numpy(starts), _numpy(ends)
+        inside = np.searchsorted(self.public, b, "right") - np.searchsorted(self.public, a, "left")
+        simple = (inside == 0) | ((inside == 1) & np.isin(a, self.public))  # at most a public first position
+        a = np.where(simple & (inside == 1), a + 1, a)
+        keep = simple & (a <= b)
+        parts = [np.arange(x, y + 1) for x, y in zip(a[~simple].tolist(), b[~simple].tolist())]
+        other = position_runs(np.setdiff1d(np.concatenate(parts), self.public)) if parts else np.zeros((0, 2), np.int64)
+        self.ledger.update_ranges(np.concatenate([a[keep], other[:, 0]]), np.concatenate([b[keep], other[:, 1]]))
 
     def __getattr__(self, name: str):  # everything else is the ledger's (updates, c3_violations, ...)
         if name == "ledger":
             raise AttributeError(name)
         return getattr(self.ledger, name)
+
+
+def _numpy(positions) -> np.ndarray:
+    if hasattr(positions, "detach"):
+        positions = positions.detach().cpu().numpy()
+    return np.asarray(positions, dtype=np.int64).reshape(-1)

@@ -140,7 +140,7 @@ class BatchRunner:
         if not bool(rows.any()):
             return
         mask = w.scored & rows[:, None]
-        read = np.concatenate([np.arange(a, b + 1) for a, b in zip(w.start[rows].tolist(), w.last[rows].tolist())])
+        read = (w.start[rows].cpu().numpy(), w.last[rows].cpu().numpy())  # inputs start..last-1, targets ..last
         for step in range(self.ttt.grad_steps):
             if ce is None or step > 0:
                 ce = self.forward(w)[2]
@@ -148,7 +148,7 @@ class BatchRunner:
             self.opt.zero_grad(set_to_none=True)
             per_doc.sum().backward()
             self.opt.step()
-            self.ledger.update(read)
+            self.ledger.update_ranges(*read)
             self.updates += 1
 
     def chunk(self, w: Window) -> None:
