@@ -111,6 +111,8 @@ class ScoreLedger:
             return 0, []
         ranges = np.concatenate(self._updates)
         update_of = np.repeat(np.arange(1, self.updates + 1), [u.shape[0] for u in self._updates])
+        by_start = np.argsort(ranges[:, 0], kind="stable")  # so the gaps reduceat also spans add up to <= N
+        ranges, update_of = ranges[by_start], update_of[by_start]
         when = np.append(self.scored_after, 0)  # a sentinel: a range may end at the last position
         bounds = np.stack([ranges[:, 0], ranges[:, 1] + 1], axis=1).reshape(-1)
         lo = np.minimum.reduceat(when, bounds)[::2] if bounds.size else bounds
