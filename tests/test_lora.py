@@ -23,6 +23,7 @@ def tiny_model(*extra: str) -> GPT:
     [],
     ["model.stack.parallel_start=3", "model.stack.ln_scale=true", "model.stack.skip_gates=true",
      "model.attention.xsa=all", "model.tie_embeddings=false", "model.mlp_activation=leaky_relu2"],
+    ["model.arch=gdn", "model.stack.attn_layers=3", "model.gdn_head_dim=16"],
 ])
 def test_with_b_zero_the_output_is_bit_identical_to_the_base_model(extra):
     model = tiny_model(*extra)
@@ -112,3 +113,10 @@ def test_reset_zeroes_b_and_keeps_a_unless_asked():
     assert a.B.abs().sum() == 0 and torch.equal(a.A, kept)
     a.reset_A(torch.Generator().manual_seed(3))
     assert not torch.equal(a.A, kept) and a.A.abs().max() <= 1 / 8 ** 0.5
+
+
+def test_a_gdn_hybrid_gets_q_k_v_adapters_on_its_attention_slots_only():
+    model = tiny_model("model.arch=gdn", "model.stack.attn_layers=3", "model.gdn_head_dim=16")
+    lora = DocLoRA(model, 1, 4, 8.0)
+    for slot, adapters in zip(model.plan.slots, lora.slots):
+        assert set(adapters) == ({"q", "k", "v", "o", "mlp"} if slot.layer == 3 else {"o", "mlp"})
