@@ -116,13 +116,14 @@ def _twin(module: nn.Module, **children: nn.Module) -> nn.Module:
 
 def slot_sites(model: GPT, block: nn.Module, sites: LoRASites) -> dict[str, tuple[int, int]]:
     """The adapters one slot running `block` gets: site -> (in, out). Q/K/V need an attention mixer."""
-    d = model.cfg.model_dim
+    cfg = model.cfg
+    d = cfg.model_dim
+    kv = cfg.num_kv_heads * (d // cfg.num_heads)
     out: dict[str, tuple[int, int]] = {}
-    mixer = block.mixer
-    if isinstance(mixer, CausalSelfAttention):
-        for name, on, lin in (("q", sites.q, mixer.c_q), ("k", sites.k, mixer.c_k), ("v", sites.v, mixer.c_v)):
+    if isinstance(block.mixer, CausalSelfAttention):  # sizes from the config: a packed c_q is no nn.Linear
+        for name, on, o in (("q", sites.q, d), ("k", sites.k, kv), ("v", sites.v, kv)):
             if on:
-                out[name] = (lin.in_features, lin.out_features)
+                out[name] = (d, o)
     if sites.o:
         out["o"] = (d, d)
     if sites.mlp:

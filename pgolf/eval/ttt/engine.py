@@ -159,10 +159,10 @@ class BatchRunner:
 
 
 def _frozen(model: GPT, frozen: bool, trainable: dict) -> None:
-    """Freeze the base (remembering which parameters trained), or restore that."""
+    """Freeze the base (remembering, the first time, which parameters trained), or restore that."""
     for name, p in model.named_parameters():
         if frozen:
-            trainable[name] = p.requires_grad
+            trainable.setdefault(name, p.requires_grad)
             p.requires_grad_(False)
         else:
             p.requires_grad_(trainable.get(name, True))
