@@ -152,6 +152,8 @@ def test_c3_by_the_ledger_and_c4_totals_equal_the_plain_eval(setup):
     assert (report.ledger.times_scored[1:] == 1).all()  # and the ledger saw every target once
     assert report.bos_targets == 13  # each document boundary but the first position
     assert report.records_comparable_bpb < report.result.val_bpb
+    plain_chunks = run_lora_ttt(model, val, replace(TTT, grad_steps=2), CPU)
+    assert report.updates > plain_chunks.updates  # short documents (<= 40 tokens) step every 4 targets, not 8
 
 
 def test_a_planted_engine_that_updates_before_scoring_is_caught(setup, monkeypatch):
