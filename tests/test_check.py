@@ -300,13 +300,13 @@ def test_ledger_keeps_ranges_and_judges_each_position():
     rng = np.random.default_rng(0)
     ledger = ScoreLedger(1000)
     ledger.scored(np.arange(1, 400))
-    ledger.update_range(0, 400)  # all scored before: fine
+    ledger.update_ranges([0], [399])  # all scored before: fine
     ledger.update(np.r_[10:20, 30:35, 398:402])  # 400, 401 not scored yet
     ledger.scored(np.arange(400, 1000))
     ledger.update(rng.permutation(np.r_[0:1000]))  # repeats and order do not matter
     total, found = ledger.c3_violations()
     assert total == 2 and [(v.update, v.position, v.scored_after) for v in found] == [(2, 400, 2), (2, 401, 2)]
-    assert ledger.reads() == 400 + 19 + 1000 and ledger._updates[2][0].tolist() == [0]  # one range for 1000 reads
+    assert ledger.reads() == 400 + 19 + 1000 and ledger._updates[2].tolist() == [[0, 999]]  # one range, 1000 reads
     assert ledger.update_positions(2).tolist() == [*range(10, 20), *range(30, 35), 398, 399, 400, 401]
-    with pytest.raises(PgolfError, match="outside"):
-        ledger.update_range(5, 1001)
+    with pytest.raises(PgolfError, match="out of range"):
+        ledger.update_ranges([5], [1000])

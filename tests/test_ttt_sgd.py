@@ -78,7 +78,7 @@ def test_sliding_ttt_scores_every_target_once_before_training_on_it_and_gains():
     assert out.ledger.updates == (len(chunks) - 1) * 2  # 4 rows per chunk fit one step; 2 epochs; none after the last
     assert out.ledger.c3_violations() == (0, [])
     assert out.result.val_bpb < plain.val_bpb - 0.05, (out.result.val_bpb, plain.val_bpb)
-    assert set(out.seconds) == {"score", "train"} and out.seconds["train"] > 0
+    assert set(out.seconds) == {"scoring", "ttt"} and out.seconds["ttt"] > 0
     assert same_weights(before, weights(model))  # the mode leaves the model as it came
 
 

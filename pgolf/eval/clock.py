@@ -137,4 +137,5 @@ def timed_eval(clock: EvalClock, ctx: EvalContext) -> dict:
     report = clock.report(ctx.env.world, ctx.cfg.budget_seconds)
     if ctx.env.is_main:
         warn_if_over(report, ctx.cfg.budget_seconds)
-    return {"result": outcome.result, **report}
+    return {"result": outcome.result, **report, **({"mode_details": outcome.details} if outcome.details else {}),
+            "ledger": outcome.ledger}

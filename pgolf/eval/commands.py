@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the n-gram tilt on or off with the run's eval.ngram settings (default: the run's)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--packed", action="store_true", help="run int6 layers straight from the packed codes (int6_matmul)")
+    e.add_argument("--ledger", type=Path, default=None,
+                   help="write a TTT mode's score ledger here (one per rank: .rank<r> before the suffix), "
+                        "for pgolf check --ledger (C3)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_eval)
 
@@ -38,7 +41,7 @@ def _eval(args) -> None:
 
     result = score_artifact(args.artifact, data=args.data, tokenizer=args.tokenizer, seq_len=args.seq_len,
                             stride=args.stride, batch_tokens=args.batch_tokens, mode=args.mode, device=args.device,
-                            packed=args.packed, doc_isolated=args.doc_isolated, ngram=args.ngram)
+                            packed=args.packed, doc_isolated=args.doc_isolated, ngram=args.ngram, ledger=args.ledger)
     if result is None:  # not rank 0
         return
     if args.json:

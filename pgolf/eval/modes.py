@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from torch import nn
 
 from pgolf.config import EvalConfig
 from pgolf.distributed import DistEnv
 from pgolf.eval.evaluator import evaluate
-from pgolf.eval.tilt import build_tilt
+from pgolf.eval.tilt import NO_TILT, build_tilt, document_starts
 from pgolf.eval.windows import plan_doc_windows
 from pgolf.metric.bpb import BPBResult
 from pgolf.metric.ledger import ScoreLedger
@@ -45,6 +47,7 @@ class EvalOutcome:
     # clock.SCALING_PARTS ("scoring", "ttt", "global_sgd") over the ranks and keeps every other one
     # ("ngram_precompute", "compile_warmup", ...) as measured; what a mode leaves unnamed is "mode_other".
     seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)  # what the mode reports beyond the score
 
 
 EvalMode = Callable[[EvalContext], EvalOutcome]
@@ -67,6 +70,30 @@ def windows_mode(ctx: EvalContext) -> EvalOutcome:
     return EvalOutcome(result, seconds=seconds)
 
 
+def lora_ttt_mode(ctx: EvalContext) -> EvalOutcome:
+    """Score-first per-document LoRA TTT with global SGD phases (pgolf.eval.ttt.engine). With
+    eval.ngram the tilt's state is built in the engine's queue order, the order it scores in
+    (frontier-spec F1.7), and tilts the score only."""
+    from pgolf.eval.ttt.documents import queue_order
+    from pgolf.eval.ttt.engine import run_lora_ttt
+    from pgolf.eval.ttt.phases import global_step_for
+
+    ttt, seconds = ctx.cfg.ttt, {}
+    tilt = NO_TILT
+    if ctx.cfg.ngram.enabled:
+        t = time.perf_counter()
+        starts = document_starts(ctx.val.tokens.cpu().numpy(), ctx.val.bos_id)
+        order = np.searchsorted(starts, [s for s, _ in queue_order(ctx.val, ttt)])
+        tilt = build_tilt(ctx.cfg.ngram, ctx.val, ctx.model.cfg.vocab_size, ctx.env, order=order)
+        seconds["ngram_precompute"] = time.perf_counter() - t
+    report = run_lora_ttt(ctx.model, ctx.val, ttt, ctx.env, global_step=global_step_for(ttt),
+                          score_transform=tilt.score_transform if tilt.enabled else None)
+    details = {"bos_targets": report.bos_targets, "bos_loss_sum": report.bos_loss_sum,
+               "records_comparable_bpb": report.records_comparable_bpb, "lora_updates": report.updates,
+               "global_sgd_steps": sum(report.phase_steps)}
+    return EvalOutcome(report.result, report.ledger, {**seconds, **report.seconds}, details)
+
+
 def eval_mode(name: str) -> EvalMode:
     """The function for `eval.mode`; TTT modes are imported only when chosen."""
     if name == "windows":
@@ -75,7 +102,25 @@ def eval_mode(name: str) -> EvalMode:
         from pgolf.eval.ttt.sliding import sliding_ttt_mode
 
         return sliding_ttt_mode
+    if name == "lora_ttt":
+        return lora_ttt_mode
     raise NotImplementedError(f"eval.mode={name!r} is not available in this build")
+
+
+def ledger_path(path: str | Path, rank: int) -> Path:
+    """Where rank `rank` keeps its ledger (each replica has its own C3 record): PATH on rank 0,
+    PATH with `.rank<r>` before the suffix on the others."""
+    path = Path(path)
+    return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def save_ledger(ledger: ScoreLedger | None, path: str | Path, env: DistEnv) -> Path | None:
+    """Each rank writes its adaptive mode's ledger (none for a mode that does not adapt)."""
+    if ledger is None:
+        return None
+    target = ledger_path(path, env.rank)
+    ledger.save(target)
+    return target
 
 
 def run_eval(ctx: EvalContext) -> EvalOutcome:

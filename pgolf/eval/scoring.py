@@ -8,9 +8,9 @@ import torch
 from pgolf.config import Config, EvalConfig, from_dict, validate
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
-from pgolf.fileio import sha256_file
+from pgolf.fileio import check_output_dir, sha256_file
 from pgolf.eval.clock import EvalClock, timed_eval
-from pgolf.eval.modes import EvalContext
+from pgolf.eval.modes import EvalContext, save_ledger
 from pgolf.export.artifact import Artifact, read_artifact
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.metric.valset import load_val_set
@@ -122,10 +122,16 @@ def recorded_eval_config(path, meta: dict, *, mode=None, stride=None, batch_toke
 
 def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None, stride: int | None = None,
                    batch_tokens: int | None = None, mode: str | None = None, device: str = "auto",
-                   packed: bool = False, doc_isolated: bool | None = None, ngram: bool | None = None) -> dict | None:
+                   packed: bool = False, doc_isolated: bool | None = None, ngram: bool | None = None,
+                   ledger: str | Path | None = None) -> dict | None:
     """Score as the run would have: its recorded eval settings (eval.mode, stride, TTT, ...), each
-    overridable here (None: recorded)."""
+    overridable here (None: recorded). `ledger`: where an adaptive mode's score ledger goes (C3,
+    `pgolf check --ledger`); one file per rank (pgolf.eval.modes.ledger_path)."""
     _check_options(seq_len, stride or 0, batch_tokens or 1)
+    if ledger is not None:
+        if Path(ledger).is_dir():
+            raise PgolfError(f"--ledger {ledger} is a directory; name a file (e.g. {Path(ledger) / 'ledger.npz'})")
+        check_output_dir(Path(ledger).parent, "--ledger", ledger)
     env = init_distributed(device)
     clock = EvalClock(env.device)
     try:
@@ -145,8 +151,12 @@ def score_artifact(path: str | Path, *, data=None, tokenizer=None, seq_len=None,
             val = load_val_set(data, tok).to(env.device)
         seq_len = _window_length(path, meta, seq_len, eval_cfg.stride, len(val))
         report = timed_eval(clock, EvalContext(model, val, eval_cfg, seq_len, env))
+        kept = report.pop("ledger")
+        saved = save_ledger(kept, ledger, env) if ledger is not None else None
         if not env.is_main:
             return None
+        if saved is not None:
+            report["ledger"] = str(saved)
         return {**report.pop("result").as_dict(), "byte_source": val.byte_source, "mode": eval_cfg.mode,
                 "seq_len": seq_len, "stride": eval_cfg.stride, "doc_isolated": eval_cfg.doc_isolated,
                 "ngram": eval_cfg.ngram.enabled, "packed": packed, "eval_seconds": report["eval_total_seconds"],

@@ -161,23 +161,32 @@ class GPT(nn.Module):
 
     def hidden(self, input_ids: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
         """Final-normed hidden states [B, T, D]: the walk over the plan's slots."""
+        return self.walk(input_ids, [self.blocks[slot.layer] for slot in self.plan.slots], cu_seqlens, max_seqlen)
+
+    def walk(self, input_ids: Tensor, blocks: list[nn.Module], cu_seqlens: Tensor | None = None,
+             max_seqlen: int = 0) -> Tensor:
+        """`hidden` with `blocks[i]` running at virtual slot i: the plain model passes its physical
+        blocks; a wrapper passes blocks carrying per-slot adapters (pgolf.model.lora)."""
         segments = self.documents(input_ids, cu_seqlens, max_seqlen)
         x0 = self.embed(input_ids, segments)
         lanes, skips = (x0,), []
-        for slot in self.plan.slots:
+        for slot, block in zip(self.plan.slots, blocks, strict=True):
             lanes = lanes + lanes[-1:] * (slot.lanes - len(lanes))  # a fork copies the last lane
             if slot.skip_pop is not None:
                 ws = self.skip_weights[slot.skip_pop].to(lanes[0].dtype) * skips.pop()
                 lanes = (self.skip_rule(lanes[0], ws, self.skip_gates, slot.skip_pop), *lanes[1:])
-            lanes = self.blocks[slot.layer](lanes, x0, segments, slot.norm_scale)
+            lanes = block(lanes, x0, segments, slot.norm_scale)
             if slot.skip_push:
                 skips.append(lanes[0])
         return self.head_input(rms_norm(merge_lanes(lanes)))
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Softcapped (and, once fitted, calibrated) logits, fp32."""
-        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return self.calibration(self.softcap(F.linear(hidden, weight.to(hidden.dtype))).float())
+        return self.calibration(self.softcap(F.linear(hidden, self.head_weight().to(hidden.dtype))).float())
+
+    def head_weight(self) -> Tensor:
+        """The output head's weight [V, D]: the tied embedding, or lm_head."""
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
 
     def forward(self, input_ids: Tensor, target_ids: Tensor, reduction: str = "mean", weights: Tensor | None = None,
                 ce: str = "eager", cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
@@ -195,7 +204,7 @@ class GPT(nn.Module):
         targets = target_ids.reshape(-1)
         flat_w = None if weights is None else weights.reshape(-1)
         c = self.cfg.logit_softcap
-        head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        head = self.head_weight()
         if ce in ("fused", "fused_linear"):  # the fused CE ops load only where used (pgolf.export.trace.OPTIONAL)
             from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
         if ce == "fused_linear":

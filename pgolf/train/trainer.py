@@ -35,7 +35,7 @@ from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_o
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import autocast_for, evaluate
 from pgolf.eval.clock import EvalClock, timed_eval
-from pgolf.eval.modes import EvalContext
+from pgolf.eval.modes import EvalContext, save_ledger
 from pgolf.eval.scoring import model_from_artifact
 from pgolf.export.export import ExportReport, build_artifact, run_meta, write_export
 from pgolf.fileio import atomic_write_json, check_output_dir
@@ -56,6 +56,7 @@ from pgolf.train.logs import RunLog, plot_curves
 
 ARTIFACT_NAME = "model.pgolf"
 CHECKPOINT_NAME = "checkpoint.pt"
+LEDGER_NAME = "score_ledger.npz"
 # Settings a resumed run may change; the data are compared by content (the dataset fingerprint), not path.
 RESUMABLE = {"train": {"iterations", "val_every", "log_every", "checkpoint_every", "max_wallclock_seconds"},
              "data": {"path", "tokenizer"}}
@@ -260,7 +261,8 @@ class Trainer:
         """What a reused directory's old run leaves that this run would only replace at its end:
         gone at the start, so a new run that fails never sits beside the old run's score or file.
         (Checkpoints stay: a resume may read one, and the run rewrites them.)"""
-        return [*cls._logs(run_dir), run_dir / "result.json", run_dir / ARTIFACT_NAME, run_dir / "curves.png"]
+        return [*cls._logs(run_dir), run_dir / "result.json", run_dir / ARTIFACT_NAME, run_dir / "curves.png",
+                *run_dir.glob("score_ledger*.npz")]
 
     def _make_run_dir(self) -> None:
         if self.env.is_main:
@@ -541,6 +543,9 @@ class Trainer:
         clock = EvalClock(self.device)  # pgolf eval's clock: every part timed, projected to 8×H100
         model, _ = model_from_artifact(self.report.path, self.device, clock=clock)
         report = timed_eval(clock, EvalContext(model, self.val, self.cfg.eval, self.eval_seq_len, self.env))
+        ledger = report.pop("ledger")
+        if ledger is not None:  # an adaptive mode: its C3 record beside the result (pgolf check --ledger)
+            report["ledger"] = str(save_ledger(ledger, self.run_dir / LEDGER_NAME, self.env))
         self.final, self.eval_seconds, self.eval_report = report.pop("result"), report["eval_total_seconds"], report
         if not math.isfinite(self.final.val_loss):
             raise PgolfError(f"{self.report.path} scores val_loss {self.final.val_loss}: not a usable artifact")

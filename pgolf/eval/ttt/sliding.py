@@ -107,7 +107,7 @@ def sliding_ttt_mode(ctx: EvalContext) -> EvalOutcome:
     chunks = chunk_bounds(len(val), settings.chunk_tokens)
     windows_per_batch = max(1, ctx.cfg.batch_tokens // (env.world * plan.seq_len))
     acc, ledger = val.accumulator(), ScoreLedger(len(val))
-    seconds = {"score": 0.0, "train": 0.0}
+    seconds = {"scoring": 0.0, "ttt": 0.0}
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
         with trainable(model) as params:
@@ -116,12 +116,12 @@ def sliding_ttt_mode(ctx: EvalContext) -> EvalOutcome:
                 t0 = _clock(val.tokens.device)
                 score_chunk(model, val, plan, a, b, acc, ledger, windows_per_batch, env)
                 t1 = _clock(val.tokens.device)
-                seconds["score"] += t1 - t0
+                seconds["scoring"] += t1 - t0
                 if c < len(chunks) - 1:
                     for group in opt.param_groups:
                         group["lr"] = cosine_lr(settings.lr, c, len(chunks) - 1)
                     train_chunk(model, val.tokens, a, b, opt, params, settings, ledger, env)
-                    seconds["train"] += _clock(val.tokens.device) - t1
+                    seconds["ttt"] += _clock(val.tokens.device) - t1
     finally:
         model.load_state_dict(saved)
     return EvalOutcome(acc.result(), ledger, seconds)
