@@ -42,9 +42,12 @@ SCALE = {
     "gdn": ["model.vocab_size=1024", "model.num_layers=4", "model.model_dim=64", "model.num_heads=4",
             "model.gdn_head_dim=16", "model.gdn_chunk_size=16", "model.bigram_buckets=64", "model.bigram_dim=16"],
     # all 11 layers (loop 3-5, lanes from 8) at width 64: head dim 32 with 16 rotated, recurrence on at
-    # step 3 of 8 (0.35 of the steps: uncapped runs count steps); fused CE and MLP run their torch paths
+    # step 3 of 8 (0.35 of the steps: uncapped runs count steps); fused CE and MLP run their torch paths;
+    # the record's fraction warmdown (0.85 of the steps, floor 0.1) and EMA; the stream loader (packed rows
+    # train on CUDA only) and the plain final eval (TTT has its own tests; the n-gram tilt stays on)
     "record_1855": (RECORD_SCALE := ["model.vocab_size=1024", "model.model_dim=64", "model.num_heads=2",
-                                     "model.num_kv_heads=1"]),
+                                     "model.num_kv_heads=1", "train.warmdown_iters=0", "train.loader=stream",
+                                     "eval.mode=windows"]),
     "frontier": [*RECORD_SCALE, "eval.seq_len=80"],  # its longer eval window (2560 vs 2048), scaled
 }
 # Presets that train document-isolated attention, which has no CPU backward in torch (flex) or
