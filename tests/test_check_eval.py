@@ -102,10 +102,12 @@ def test_check_artifact_uses_its_recorded_eval_settings(check_data, tmp_path, ca
     assert main(["check", "--config", "smoke", "--artifact", str(path), *common]) == 0  # the preset: no tilt, 0 stride
     out = capsys.readouterr().out
     assert "mode windows(seq_len=96, stride=32, doc-isolated, n-gram tilt)" in out and "FAIL" not in out
-    with pytest.raises(Exception, match="no pgolf check mode"):
-        from pgolf.check.commands import _check_mode
-        from pgolf.config import Config
+    from pgolf.check.commands import _check_mode
+    from pgolf.check.modes import LoraTTTMode, SlidingTTTMode
+    from pgolf.config import Config
 
-        e = Config().eval
-        e.mode = "lora_ttt"
-        _check_mode(None, e, 64, 1, cfg.model)
+    e = Config().eval  # a recorded TTT mode is checked through its own engine
+    e.mode = "lora_ttt"
+    assert isinstance(_check_mode(None, e, 64, 1, cfg.model), LoraTTTMode)
+    e.mode = "sliding_ttt"
+    assert isinstance(_check_mode(None, e, 64, 1, cfg.model), SlidingTTTMode)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="smoke", help="preset or .toml whose model, data and eval settings to check")
     p.add_argument("--artifact", type=Path, default=None,
                    help="check this artifact's weights (default: the preset's model with random weights)")
-    p.add_argument("--mode", choices=["windows", "docs"], default=None,
+    p.add_argument("--mode", choices=["windows", "docs", "lora_ttt", "sliding_ttt"], default=None,
                    help="windows: pgolf's evaluator (eval.stride, eval.doc_isolated, eval.ngram); docs: length-sorted "
                         "document packing (TTT batching). Default: windows (with --artifact: the mode it records)")
     p.add_argument("--tokens", type=int, default=4096, help="val tokens the model-run checks score (default 4096)")
@@ -76,15 +76,17 @@ def _recorded_eval(path, meta: dict):
 
 def _check_mode(name, eval_cfg, seq_len: int, bos_id: int, model_cfg):
     """The check mode for --mode (None: the eval section's own mode, which must be one pgolf check has)."""
-    from pgolf.check.modes import PackedDocsMode, WindowsMode
+    from pgolf.check.modes import LoraTTTMode, PackedDocsMode, SlidingTTTMode, WindowsMode
 
     name = name or eval_cfg.mode
     if name == "docs":
         if not model_cfg.doc_isolation:
             raise PgolfError("--mode docs packs several documents in a row: it needs model.doc_isolation=true")
         return PackedDocsMode(seq_len, bos_id, ngram=eval_cfg.ngram)
-    if name != "windows":
-        raise PgolfError(f"eval.mode={name!r} has no pgolf check mode yet: pass --mode windows or --mode docs")
+    if name == "lora_ttt":
+        return LoraTTTMode(eval_cfg.ttt, bos_id, ngram=eval_cfg.ngram)
+    if name == "sliding_ttt":
+        return SlidingTTTMode(seq_len, eval_cfg.stride, eval_cfg.ttt, bos_id, batch_tokens=eval_cfg.batch_tokens)
     return WindowsMode(seq_len, eval_cfg.stride, doc_isolated=eval_cfg.doc_isolated, ngram=eval_cfg.ngram,
                        bos_id=bos_id)
 

@@ -49,8 +49,13 @@ def run_checks(model: nn.Module, plan: CheckPlan) -> list[c.Outcome]:
     rows.append(c.check_coverage(base, n))
     rows.append(c.check_scored_bytes(base, pbytes))
     rows += c.check_c2(base, tokens)
-    rows.append(c.check_c1(plan.mode, model, tokens, plan.tokenizer.bos_id, plan.tokenizer.vocab_size, base,
-                           cuts=plan.cuts, tolerance=plan.tolerance))
+    if getattr(plan.mode, "reorders", False):  # its documents' order is its own: C1 holds in that order or not at all
+        rows.append(c.Outcome("C1", "perturb x[>=t] in stream order", True,
+                              "not applicable: the mode scores documents in its own (queue) order, in which the "
+                              "next row judges C1 (frontier-spec F1.7)"))
+    else:
+        rows.append(c.check_c1(plan.mode, model, tokens, plan.tokenizer.bos_id, plan.tokenizer.vocab_size, base,
+                               cuts=plan.cuts, tolerance=plan.tolerance))
     rows.append(c.check_c1_scoring_order(plan.mode, model, tokens, plan.tokenizer.bos_id, plan.tokenizer.vocab_size,
                                          base, cuts=plan.cuts, tolerance=plan.tolerance))
     rows.append(c.check_c3(base.ledger))

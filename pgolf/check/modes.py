@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgolf.config import NgramConfig
+from pgolf.config import NgramConfig, TTTConfig
 from pgolf.distributed import DistEnv
 from pgolf.eval.evaluator import evaluate
 from pgolf.eval.tilt import NO_TILT, ScoreTilt, build_tilt, document_starts
@@ -51,6 +51,7 @@ class Scored:
 
 class EvalMode(Protocol):
     name: str
+    reorders: bool  # scores documents in an order of its own (C1 is then judged in that order only)
 
     def score(self, model: nn.Module, tokens: Tensor) -> Scored: ...
 
@@ -122,6 +123,7 @@ class WindowsMode:
     doc_isolated: bool = False
     ngram: NgramConfig | None = None
     bos_id: int = 1
+    reorders = False
 
     @property
     def name(self) -> str:
@@ -181,6 +183,7 @@ class PackedDocsMode:
     bos_id: int
     rows_per_batch: int = 8
     ngram: NgramConfig | None = None  # the n-gram tilt, its state built in this mode's document order
+    reorders = False  # a check tool: the strict stream-order C1 applies (a tilt built in its order fails it)
 
     @property
     def name(self) -> str:
@@ -240,3 +243,113 @@ class PackedDocsMode:
         finally:
             model.train(was_training)
         return _scored(tokens, torch.cat(pos), torch.cat(nll), torch.cat(lp))
+
+
+class _StreamValSet(_StreamView):
+    """A ValSet stand-in for the TTT engines: the stream, its BOS id and a recording accumulator."""
+
+    def __init__(self, tokens: Tensor, bos_id: int):
+        super().__init__(tokens)
+        self.bos_id = bos_id
+
+
+def _kept(adds, logprobs: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """(positions, nll, log-probs) of the scored entries: the accumulator's adds (with their masks)
+    paired, in order, with the distribution recorded at each of them."""
+    if len(adds) != len(logprobs):
+        raise RuntimeError(f"the mode made {len(adds)} accumulator adds but {len(logprobs)} recorded scorings")
+    pos, nll, lp = [], [], []
+    for (loss, positions, mask), dist_ in zip(adds, logprobs):
+        keep = torch.ones_like(positions, dtype=torch.bool) if mask is None else mask
+        pos.append(positions[keep])
+        nll.append(loss[keep].float())
+        lp.append(dist_.reshape(-1, dist_.size(-1))[keep].float())
+    return torch.cat(pos), torch.cat(nll), torch.cat(lp)
+
+
+@dataclass
+class LoraTTTMode:
+    """pgolf's score-first per-document LoRA TTT (eval.mode=lora_ttt) run by the product's engine on
+    the stream: each score's full distribution is the one the engine scored under (recorded at its
+    score transform, the n-gram tilt included), and the engine's own ledger is judged for C3. It
+    scores documents in its queue order (length-sorted), so C1 is judged in that order."""
+
+    ttt: TTTConfig
+    bos_id: int
+    ngram: NgramConfig | None = None
+    reorders = True
+
+    @property
+    def name(self) -> str:
+        t = self.ttt
+        return (f"lora_ttt(window {t.seq_len}, chunk {t.chunk_size}, rank {t.lora_rank}, {t.phases} phases"
+                f"{', n-gram tilt' if _tilted(self.ngram) else ''})")
+
+    def doc_order(self, tokens: Tensor):
+        from pgolf.eval.ttt.documents import queue_order
+
+        starts = document_starts(tokens.numpy(), self.bos_id)
+        return np.searchsorted(starts, [s for s, _ in queue_order(_StreamValSet(tokens, self.bos_id), self.ttt)])
+
+    def score(self, model: nn.Module, tokens: Tensor) -> Scored:
+        from pgolf.eval.ttt.engine import run_lora_ttt
+        from pgolf.eval.ttt.phases import global_step_for
+
+        tilt = _tilt_for(self.ngram, tokens, self.bos_id, model.cfg.vocab_size,
+                         self.doc_order(tokens) if _tilted(self.ngram) else None)
+        recorded: list[Tensor] = []
+
+        def transform(log_probs: Tensor, positions: Tensor) -> Tensor:
+            out = tilt.score_transform(log_probs, positions)
+            recorded.append(out.detach())
+            return out
+
+        view = _StreamValSet(tokens, self.bos_id)
+        report = run_lora_ttt(model, view, self.ttt, DistEnv(0, 1, 0, tokens.device), score_transform=transform,
+                              global_step=global_step_for(self.ttt))
+        return Scored(*_kept(view.acc.adds, recorded), report.ledger)
+
+
+class _ScoringRecorder(nn.Module):
+    """The model as a score-then-train mode sees it: every forward without gradients (a scoring
+    one) also records the full distribution it scores under; training forwards pass through."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+        self.cfg = model.cfg
+        self.logprobs: list[Tensor] = []
+
+    def forward(self, x: Tensor, y: Tensor, reduction: str = "mean", **kw) -> Tensor:
+        if not torch.is_grad_enabled():
+            self.logprobs.append(distribution(self.inner, x).detach())
+        return self.inner(x, y, reduction=reduction, **kw)
+
+
+@dataclass
+class SlidingTTTMode:
+    """pgolf's sliding-window score-first SGD TTT (eval.mode=sliding_ttt) on the stream, through the
+    product's mode function; stream order, so both C1 rows apply."""
+
+    seq_len: int
+    stride: int
+    ttt: TTTConfig
+    bos_id: int
+    batch_tokens: int = 4096
+    reorders = False
+
+    @property
+    def name(self) -> str:
+        return (f"sliding_ttt(seq_len={self.seq_len}, stride={self.stride or self.seq_len}, "
+                f"chunk {self.ttt.sliding_chunk_tokens}, {self.ttt.sliding_epochs} epochs)")
+
+    def score(self, model: nn.Module, tokens: Tensor) -> Scored:
+        from pgolf.config import EvalConfig
+        from pgolf.eval.modes import EvalContext
+        from pgolf.eval.ttt.sliding import sliding_ttt_mode
+
+        cfg = EvalConfig(mode="sliding_ttt", stride=self.stride, batch_tokens=self.batch_tokens, ttt=self.ttt)
+        view, recorder = _StreamValSet(tokens, self.bos_id), _ScoringRecorder(model)
+        outcome = sliding_ttt_mode(EvalContext(recorder, view, cfg, min(self.seq_len, tokens.numel() - 1),
+                                               DistEnv(0, 1, 0, tokens.device)))
+        return Scored(*_kept(view.acc.adds, recorder.logprobs), outcome.ledger)
