@@ -1,10 +1,7 @@
 """Counted code bytes of the packed train_gpt.py per preset (`pgolf.export.pack`: the configuration's own import
 closure, minified, brotli-11, base85, two-line exec wrapper), and what dominates the record_1855 one.
 
-    python benchmarks/bench_submit.py [--presets smoke baseline gdn record_1855]
-
-`record_1855` is the preset when it exists, else the baseline with the record's component fields (the same
-fields as tests/test_submit.py::RECORD_1855).
+    python benchmarks/bench_submit.py [--presets smoke baseline gdn record_1855 frontier]
 """
 from __future__ import annotations
 
@@ -16,27 +13,9 @@ from importlib.metadata import version
 import brotli
 
 from harness import header
-from pgolf.config import PRESET_DIR, load_config
+from pgolf.config import load_config
 from pgolf.export.minify import minify
 from pgolf.export.pack import code_files, pack
-
-RECORD_1855 = [
-    "model.vocab_size=8192", "model.num_layers=11", "model.mlp_mult=4", "model.mlp_activation=leaky_relu2",
-    "model.smear_gate=true", "model.smear_form=input_gated", "model.doc_isolation=true", "model.init=record",
-    "model.attention.rope_dims=16", "model.attention.qk_gain_init=5.0", "model.attention.xsa=all",
-    "model.attention.sparse_gate=true", "model.attention.sparse_gate_scale=0.5", "model.stack.ln_scale=true",
-    "model.stack.skip_gates=true", "model.stack.loop_layers=3-5", "model.stack.parallel_start=8",
-    "optim.muon_coefficients=polar_express", "optim.muon_row_normalize=true", "optim.muon_wd=0.095",
-    "optim.muon_sharded=true", "train.batch_tokens=786432", "train.seq_len=2048", "train.ce=fused", "train.mlp_impl=fused",
-    "export.method=gptq", "export.matrix_bits=6", "export.embed_bits=7", "export.lqer_top=3", "export.codec=lrzip",
-    "export.layout=grouped"]
-
-
-def config(name: str):
-    if name == "record_1855" and not (PRESET_DIR / "record_1855.toml").is_file():
-        return "record_1855 (component fields)", load_config("baseline", RECORD_1855, env={})
-    return name, load_config(name, env={})
-
 
 def breakdown(cfg) -> None:
     """Each file's share: its minified text brotli-11'd alone (indicative: the script compresses them together)."""
@@ -59,19 +38,18 @@ def breakdown(cfg) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--presets", nargs="+", default=["smoke", "baseline", "gdn", "record_1855"])
+    ap.add_argument("--presets", nargs="+", default=["smoke", "baseline", "gdn", "record_1855", "frontier"])
     args = ap.parse_args()
     print(header("python " + " ".join(sys.argv)))
     print(f"brotli {version('brotli')}; minifier: pgolf.export.minify (stdlib ast + tokenize)")
     print("| preset | modules | native | source B | minified B | counted code B (train_gpt.py) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.presets:
-        label, cfg = config(name)
-        p = pack(cfg)
-        print(f"| {label} | {len(p.closure.modules)} | {len(p.closure.native)} | {p.source_bytes:,} | "
+        p = pack(load_config(name, env={}))
+        print(f"| {name} | {len(p.closure.modules)} | {len(p.closure.native)} | {p.source_bytes:,} | "
               f"{p.minified_bytes:,} | {p.code_bytes:,} |")
     if "record_1855" in args.presets:
-        breakdown(config("record_1855")[1])
+        breakdown(load_config("record_1855", env={}))
 
 
 if __name__ == "__main__":

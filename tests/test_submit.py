@@ -19,18 +19,6 @@ from pgolf.export.pack import WRAPPER_HEAD, pack, unpack_files
 from pgolf.export.trace import import_closure
 from pgolf.submit.records import SubmitOptions, write_submission
 
-# the 1.0611 record's components (challenge-spec §5; the record_1855 preset lists the same fields)
-RECORD_1855 = [
-    "model.vocab_size=8192", "model.num_layers=11", "model.mlp_mult=4", "model.mlp_activation=leaky_relu2",
-    "model.smear_gate=true", "model.smear_form=input_gated", "model.doc_isolation=true", "model.init=record",
-    "model.attention.rope_dims=16", "model.attention.qk_gain_init=5.0", "model.attention.xsa=all",
-    "model.attention.sparse_gate=true", "model.attention.sparse_gate_scale=0.5", "model.stack.ln_scale=true",
-    "model.stack.skip_gates=true", "model.stack.loop_layers=3-5", "model.stack.parallel_start=8",
-    "optim.muon_coefficients=polar_express", "optim.muon_row_normalize=true", "optim.muon_wd=0.095",
-    "optim.muon_sharded=true", "train.batch_tokens=786432", "train.seq_len=2048", "train.ce=fused", "train.mlp_impl=fused",
-    "export.method=gptq", "export.matrix_bits=6", "export.embed_bits=7", "export.lqer_top=3", "export.codec=lrzip",
-    "export.layout=grouped"]
-
 GDN_ONLY = {"pgolf.model.gdn", "pgolf.ops.fla_gdn", "pgolf.ops.gdn", "pgolf_kernels.gdn_chunk", "pgolf_kernels.gdn_state"}
 PACKER = {"pgolf.export.trace", "pgolf.export.pack", "pgolf.export.minify"}
 
@@ -67,10 +55,14 @@ def test_closure_per_preset_holds_only_what_its_options_run():
         gdn.modules)  # gptq export, late QAT through the int6 kernel
     assert [p.name for p in gdn.native] == ["int6_matmul.cu", "int6_matmul_binding.cpp", "int6_pack.cuh"]  # pgolf._C
     assert import_closure(preset("smoke")).native == ()
-    record = set(import_closure(preset("baseline", *RECORD_1855)).modules)
+    record = set(import_closure(preset("record_1855")).modules)
     assert {"pgolf.ops.softcapped_ce", "pgolf_kernels.softcapped_ce", "pgolf.ops.leaky_relu2_mlp", "pgolf.quant.lqer",
-            "pgolf.quant.gptq", "pgolf.data.caseops"} <= record
-    assert not record & (GDN_ONLY | PACKER | {"pgolf.quant.qat", "pgolf.ops.int6_matmul"})
+            "pgolf.quant.gptq", "pgolf.data.caseops", "pgolf.eval.ttt.engine", "pgolf.model.lora",
+            "pgolf.data.packing"} <= record  # its LoRA TTT and packed rows
+    assert not record & (GDN_ONLY | PACKER | {"pgolf.quant.qat", "pgolf.ops.int6_matmul", "pgolf.quant.awq"})
+    assert not any(m.startswith("pgolf.ngram") for m in record)  # the tilt is frontier's
+    frontier = set(import_closure(preset("frontier")).modules)
+    assert {"pgolf.ngram.state", "pgolf.ngram.share", "pgolf.ngram.tilt"} <= frontier
 
 
 def test_an_optional_module_imported_at_module_level_is_refused(monkeypatch):
@@ -82,15 +74,15 @@ def test_an_optional_module_imported_at_module_level_is_refused(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,overrides", [("smoke", []), ("baseline", RECORD_1855)])
-def test_a_run_loads_nothing_outside_its_closure(tmp_path, tiny_data, name, overrides):
+@pytest.mark.parametrize("name,shrink", [("smoke", []), ("record_1855", [
+    "model.vocab_size=1024", "model.num_layers=4", "model.stack.loop_layers=1-2", "model.stack.parallel_start=3",
+    "export.codec=brotli", "export.calib_batches=2", "eval.ttt.lora_rank=4", "eval.ttt.batch_docs=16",
+    "model.doc_isolation=false", "train.loader=stream", "train.warmdown_iters=0", "run.compile=false"])])  # CPU: no flex backward
+def test_a_run_loads_nothing_outside_its_closure(tmp_path, tiny_data, name, shrink):
     """The static closure against the modules a tiny run of the same options really loads (training, export,
     the artifact's score), in a fresh process."""
     data, tok = tiny_data
-    shrink = ["model.vocab_size=1024", "model.num_layers=4", "model.stack.loop_layers=1-2",
-              "model.stack.parallel_start=3", "export.codec=brotli", "export.calib_batches=2",
-              "model.doc_isolation=false", "run.compile=false"] if overrides else []  # CPU: no flex backward
-    args = [*overrides, *TINY, *shrink, f"data.path={data}", f"data.tokenizer={tok}", f"run.out_dir={tmp_path}",
+    args = [*TINY, *shrink, f"data.path={data}", f"data.tokenizer={tok}", f"run.out_dir={tmp_path}",
             "run.name=t"]
     script = tmp_path / "train_gpt.py"
     script.write_text("# stands for the packed script, which counts its own file and loads no packer\n")
@@ -127,7 +119,7 @@ def test_packed_recipe_is_the_config(tmp_path):
     """The embedded TOML, loaded as the packed script loads it, is the configuration (per-run fields aside)."""
     from pgolf.export.pack import RUN_ONLY
 
-    cfg = preset("baseline", *RECORD_1855, "run.seed=5", "run.name=x")
+    cfg = preset("frontier", "run.seed=5", "run.name=x")
     toml = tmp_path / "recipe.toml"
     toml.write_text(unpack_files(pack(cfg).script)["pgolf/configs/recipe.toml"])
     got, want = load_config(toml, env={}).to_dict(), cfg.to_dict()
