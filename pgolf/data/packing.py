@@ -111,6 +111,8 @@ def _first_bos(tokens: np.ndarray, bos_id: int, chunk: int = 1 << 20) -> int:
 class DocumentPackingLoader:
     """Packed varlen batches for rank `rank` of `world`; see the module docstring."""
 
+    packed_rows = True  # batches are flat rows with cu_seqlens (what the trainer's feed asks)
+
     def __init__(self, files: Sequence[str | Path], *, rank: int, world: int, local_tokens: int, seq_len: int,
                  vocab_size: int, bos_id: int = 1, cu_bucket: int = 64, cu_min_entries: int = 0,
                  prefetch: int = 0, pin_memory: bool = False):

@@ -45,6 +45,11 @@ OPTIONAL: dict[str, Callable[[Config], bool]] = {
     "pgolf.quant.hessians": lambda c: c.export.method == "gptq",
     "pgolf.quant.lqer": lambda c: c.export.lqer_top > 0,
     "pgolf.quant.awq": lambda c: c.export.method == "gptq" and c.export.awq_lite,  # fitted at export, added back at load
+    "pgolf.data.packing": lambda c: c.train.loader == "packed",  # the records' packed document rows
+    "pgolf.data.calibration": lambda c: c.export.method == "gptq",  # GPTQ's random calibration windows
+    "pgolf.optim.ema": lambda c: c.optim.ema_decay > 0,
+    "pgolf.train.logit_calibration": lambda c: c.export.logit_calib,  # the fit (the stored map loads always)
+    "pgolf.metric.token_features": lambda c: c.export.logit_calib,
     "pgolf.ngram": lambda c: c.eval.ngram.enabled,  # the n-gram tilt (and its native state build)
     "pgolf.eval.ttt": lambda c: c.eval.mode in ("lora_ttt", "sliding_ttt"),
     "pgolf.eval.packed": lambda c: False,  # `pgolf eval --packed` only, never a run or a packed script

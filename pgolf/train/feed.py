@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from pgolf.config import Config
-from pgolf.data.packing import DocumentPackingLoader
 from pgolf.distributed import DistEnv
 from pgolf.errors import PgolfError
 from pgolf.optim.seqlen_schedule import SeqLenPlan, SeqLenSchedule, SeqLenState
@@ -102,7 +101,7 @@ class TrainFeed:
     def __init__(self, loader, schedule: SeqLenSchedule, device: torch.device, global_tokens: int, accum: int):
         self.loader, self.schedule, self.device = loader, schedule, device
         self.global_tokens, self.accum = global_tokens, accum
-        self.packed = isinstance(loader, DocumentPackingLoader)
+        self.packed = getattr(loader, "packed_rows", False)  # pgolf.data.packing, imported only when used
         self.state = schedule.start()
 
     @classmethod
@@ -114,6 +113,8 @@ class TrainFeed:
         if t.loader == "stream":
             loader = DistributedTokenLoader(cfg.data.path, env.rank, env.world, vocab_size, device)
         else:
+            from pgolf.data.packing import DocumentPackingLoader  # train.loader=packed only (trace.OPTIONAL)
+
             check_packed(cfg, device, attention_backend)
             cuda = device.type == "cuda"
             loader = DocumentPackingLoader.from_dir(cfg.data.path, rank=env.rank, world=env.world, local_tokens=local,

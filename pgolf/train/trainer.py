@@ -29,7 +29,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf.config import Config, from_dict
-from pgolf.data.calibration import ShuffledSequenceLoader
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks, shutdown
 from pgolf.errors import PgolfError
@@ -44,14 +43,12 @@ from pgolf.metric.bytes import TargetByteWeights
 from pgolf.metric.valset import load_val_set
 from pgolf.model import GPT, prepare_for_device, tokenizer_mismatch
 from pgolf.optim.build import build_optimizers
-from pgolf.optim.ema import WeightEMA
 from pgolf.optim.muon import Muon
 from pgolf.optim.schedule import LRSchedule, muon_momentum
 from pgolf.train import checkpoint as ckpt
 from pgolf.train.clock import Clock, ReserveCheck
 from pgolf.train.feed import TrainFeed, training_progress
 from pgolf.train.loader import dataset_fingerprint
-from pgolf.train.logit_calibration import calibrate_artifact, fit_summary
 from pgolf.train.logs import RunLog, plot_curves
 
 ARTIFACT_NAME = "model.pgolf"
@@ -108,9 +105,12 @@ class Trainer:
                              if cfg.train.loss_weights != "none" else None)
         self.data_fingerprint = dataset_fingerprint(cfg.data.path, cfg.data.tokenizer)
         # GPTQ's calibration windows: random training windows, as the records (GPTQ_CALIBRATION_MODE=random)
-        self.calib = (ShuffledSequenceLoader.from_dir(cfg.data.path, rank=env.rank, world=env.world,
-                                                      seq_len=cfg.train.seq_len, vocab_size=tok.vocab_size)
-                      if cfg.export.method == "gptq" else None)
+        self.calib = None
+        if cfg.export.method == "gptq":
+            from pgolf.data.calibration import ShuffledSequenceLoader  # gptq only (pgolf.export.trace.OPTIONAL)
+
+            self.calib = ShuffledSequenceLoader.from_dir(cfg.data.path, rank=env.rank, world=env.world,
+                                                         seq_len=cfg.train.seq_len, vocab_size=tok.vocab_size)
 
         self.model = prepare_for_device(GPT(cfg.model, mlp_impl=cfg.train.mlp_impl), self.device)
         self.looped = bool(cfg.model.stack.loop_layers)  # depth recurrence: off until loop_start_frac (spec 5.5)
@@ -118,7 +118,11 @@ class Trainer:
         self.compiled = torch.compile(self.model, dynamic=False, fullgraph=True) if cfg.run.compile else self.model
         self.optimizers, self.muon = build_optimizers(self.model, cfg.optim)
         self.muon_param_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
-        self.ema = WeightEMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+        self.ema = None
+        if cfg.optim.ema_decay > 0:
+            from pgolf.optim.ema import WeightEMA  # optim.ema_decay > 0 only (pgolf.export.trace.OPTIONAL)
+
+            self.ema = WeightEMA(self.model, cfg.optim.ema_decay)
         if env.distributed and cfg.optim.muon_sharded:  # Muon reduce-scatters these itself
             DDP._set_params_and_buffers_to_ignore_for_model(
                 self.compiled, [n for n, p in self.compiled.named_parameters() if id(p) in self.muon_param_ids])
@@ -530,6 +534,8 @@ class Trainer:
         """Logit calibration (pgolf.train.logit_calibration) on the quantized model, into `art`;
         on the training clock (it reads training data). Rank 0 only, as the export."""
         with self.clock.on_training_time() as watch:
+            from pgolf.train.logit_calibration import calibrate_artifact, fit_summary  # export.logit_calib only
+
             try:
                 fit = calibrate_artifact(art, self.cfg, self.device)
             except ValueError as e:
