@@ -249,3 +249,13 @@ def test_records_folder_refuses_bad_input(tmp_path, seed_runs):
         write_submission([seed_runs[0], other], SubmitOptions(tmp_path / "rec2", "a", "b", "c"))
     with pytest.raises(PgolfError, match="not a finished pgolf run"):
         write_submission([tmp_path], SubmitOptions(tmp_path / "rec3", "a", "b", "c"))
+    late = tmp_path / "late"  # a run whose Hessians pushed training past the cap
+    late.mkdir()
+    result = json.loads((seed_runs[1] / "result.json").read_text())
+    result["within_cap"] = False
+    (late / "result.json").write_text(json.dumps(result))
+    for name in ("config.json", "train.log"):
+        (late / name).write_bytes((seed_runs[1] / name).read_bytes())
+    with pytest.raises(PgolfError, match="late: its training .* ended past the wallclock cap"):
+        write_submission([seed_runs[0], late], SubmitOptions(tmp_path / "rec4", "a", "b", "c", verify=False))
+    assert not (tmp_path / "rec4").exists()

@@ -67,6 +67,11 @@ def read_run(run_dir: str | Path) -> Run:
 def check_runs(runs: list[Run]) -> None:
     if not runs:
         raise PgolfError("pgolf submit needs at least one run directory")
+    for run in runs:
+        if run.result.get("within_cap") is False:  # the trainer warns; a record must not be past the cap
+            raise PgolfError(f"{run.path}: its training (GPTQ Hessians and any calibration included) ended past the "
+                             "wallclock cap (result.json: within_cap false), so it is not a valid record run; "
+                             "raise export.reserve_seconds above the measured time (result.json: reserve)")
     first = recipe(runs[0].config)
     for run in runs[1:]:
         other = recipe(run.config)
