@@ -47,3 +47,11 @@ def test_a_bad_recorded_eval_section_is_a_clear_error_naming_file_and_field(chan
 
 def test_windows_is_the_default_mode():
     assert Config().eval.mode == "windows" and eval_mode("windows") is windows_mode
+
+
+def test_every_configured_mode_has_a_function_and_no_other_name_does():
+    from pgolf.config import EVAL_MODES
+
+    assert all(callable(eval_mode(name)) for name in EVAL_MODES)
+    with pytest.raises(PgolfError, match="eval.mode='nope' is not an eval mode"):
+        eval_mode("nope")

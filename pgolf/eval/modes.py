@@ -22,6 +22,7 @@ from torch import nn
 
 from pgolf.config import EvalConfig
 from pgolf.distributed import DistEnv
+from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import evaluate
 from pgolf.eval.tilt import NO_TILT, build_tilt, document_starts
 from pgolf.eval.windows import plan_doc_windows
@@ -104,7 +105,7 @@ def eval_mode(name: str) -> EvalMode:
         return sliding_ttt_mode
     if name == "lora_ttt":
         return lora_ttt_mode
-    raise NotImplementedError(f"eval.mode={name!r} is not available in this build")
+    raise PgolfError(f"eval.mode={name!r} is not an eval mode (windows, lora_ttt, sliding_ttt)")
 
 
 def ledger_path(path: str | Path, rank: int) -> Path:
