@@ -261,3 +261,21 @@ def test_two_ranks_score_and_train_as_one(tmp_path):
         assert math.isclose(result["loss_sum"], single["loss_sum"], rel_tol=1e-7)
         assert same_weights(w, weights(model), atol=1e-6)
     assert same_weights(out[0][2], out[1][2])  # the replicas stay identical
+
+
+def test_global_sgd_steps_a_bf16_embedding_in_fp32_and_rounds_once():
+    """On CUDA the embedding is stored bf16; SGD steps at TTT's learning rates are below bf16's resolution,
+    so they are taken in fp32 and rounded once: the bf16 model ends where an fp32 copy ends, rounded."""
+    val = valset(repeated_stream())
+    docs, _ = _docs_and_chunks(val)
+    low, full = tiny_model(), tiny_model()
+    low.tok_emb.bfloat16()
+    full.tok_emb.weight.data = low.tok_emb.weight.data.float()  # the same values, held in fp32
+    settings = GlobalSGDSettings(lr=1e-3, momentum=0.9, epochs=2, chunk_tokens=256, batch_seqs=16, grad_clip=1.0,
+                                 seq_len=SEQ)
+    before = low.tok_emb.weight.detach().clone()
+    global_sgd(low, val.tokens, docs, settings, None, CPU)
+    global_sgd(full, val.tokens, docs, settings, None, CPU)
+    assert low.tok_emb.weight.dtype == torch.bfloat16  # restored
+    assert torch.equal(low.tok_emb.weight, full.tok_emb.weight.to(torch.bfloat16))
+    assert not torch.equal(low.tok_emb.weight, before)  # it did train

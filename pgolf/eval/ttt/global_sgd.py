@@ -128,19 +128,24 @@ def cosine_lr(lr: float, chunk: int, chunks: int) -> float:
 
 @contextlib.contextmanager
 def trainable(model: nn.Module) -> Iterator[list[nn.Parameter]]:
-    """Every parameter of `model` trainable, in train mode; flags and mode restored after."""
+    """Every parameter of `model` trainable, in train mode and in fp32; flags, mode and dtypes restored
+    after. On CUDA the embedding is stored bf16 (pgolf.model.prepare_for_device): an SGD step of
+    lr 1e-3 is far below bf16's resolution (2^-8 relative) and would round away, so the steps are
+    taken on an fp32 copy and the sum of them is rounded once at the end (the records train fp32)."""
     if any(getattr(m, "frozen_codes", False) for m in model.modules()):  # pgolf.eval.packed: buffers, not weights
         raise PgolfError("test-time training updates every weight, but this model runs int6 layers from their "
                          "packed codes (pgolf eval --packed), which cannot train: score TTT modes without --packed")
     params = list(model.parameters())
-    flags, was_training = [p.requires_grad for p in params], model.training
+    flags, dtypes, was_training = [p.requires_grad for p in params], [p.dtype for p in params], model.training
     for p in params:
+        p.data = p.data.float()
         p.requires_grad_(True)
     model.train()
     try:
         yield params
     finally:
-        for p, flag in zip(params, flags):
+        for p, flag, dtype in zip(params, flags, dtypes):
+            p.data = p.data.to(dtype)
             p.requires_grad_(flag)
         model.train(was_training)
 
