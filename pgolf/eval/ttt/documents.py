@@ -25,6 +25,7 @@ import torch
 
 from pgolf.config import TTTConfig
 from pgolf.errors import PgolfError
+from pgolf.data.shards import doc_starts_at_bos
 from pgolf.metric.ledger import ScoreLedger, position_runs
 
 
@@ -48,7 +49,8 @@ def split_documents(tokens: torch.Tensor, bos_id: int) -> list[Doc]:
     n = tokens.numel()
     if n < 2 or int(tokens[0]) != bos_id:
         raise PgolfError(f"the TTT eval needs a val stream of >= 2 tokens starting with BOS (id {bos_id})")
-    starts = torch.nonzero(tokens[: n - 1] == bos_id).flatten().tolist()  # a BOS at N-1 starts no document
+    # the same split as the n-gram tilt's documents (pgolf.eval.tilt.document_starts): a BOS at N-1 starts none
+    starts = doc_starts_at_bos(tokens[: n - 1].cpu().numpy(), bos_id).tolist()
     ends = starts[1:] + [n - 1]
     return [Doc(s, e) for s, e in zip(starts, ends)]
 
