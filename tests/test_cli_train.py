@@ -74,3 +74,34 @@ def test_eval_defaults_to_the_stride_the_run_scored_with(tmp_path, tiny_data, ca
                  "--batch-tokens", "4096"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["stride"] == 16 and scored["mode"] == "windows" and abs(scored["val_bpb"] - bpb) < 5e-7
+
+
+TTT_TINY = ["eval.mode=lora_ttt", "eval.ttt.seq_len=64", "eval.ttt.chunk_size=16", "eval.ttt.batch_docs=16",
+            "eval.ttt.lora_rank=4", "eval.ttt.phases=1", "eval.ttt.prefix_docs=16", "eval.ttt.global_chunk_tokens=256",
+            "eval.ttt.global_batch_seqs=4"]
+
+
+def test_a_ttt_run_scores_with_its_mode_writes_its_ledger_and_pgolf_eval_and_check_agree(tmp_path, tiny_data,
+                                                                                           capsys):
+    """End to end: train with eval.mode=lora_ttt; the final score is TTT's (with the records-comparable
+    figure), its ledger is beside it; `pgolf eval` rescores the file with the recorded mode to the same
+    number, and `pgolf check --ledger` passes C3 on the run's ledger."""
+    data, tok = tiny_data
+    assert main(["train", "--config", "smoke", *tiny_args(tiny_data, tmp_path), *TTT_TINY]) == 0
+    capsys.readouterr()
+    run = tmp_path / "cli"
+    result = json.loads((run / "result.json").read_text())
+    details = result["mode_details"]
+    assert result["ledger"].endswith("score_ledger.npz") and (run / "score_ledger.npz").is_file()
+    assert details["bos_targets"] > 0 and details["records_comparable_bpb"] < result["final"]["val_bpb"]
+    assert details["lora_updates"] > 0 and details["global_sgd_steps"] > 0
+    assert main(["eval", str(run / "model.pgolf"), "--json", "--device", "cpu", "--ledger",
+                 str(tmp_path / "again.npz")]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["mode"] == "lora_ttt" and abs(scored["val_bpb"] - result["final"]["val_bpb"]) < 1e-9
+    assert (tmp_path / "again.npz").is_file()
+    assert main(["check", "--config", "smoke", "--artifact", str(run / "model.pgolf"), "--ledger",
+                 str(run / "score_ledger.npz"), "--tokens", "300", "--cuts", "1", "--no-disjoint",
+                 f"data.path={data}", f"data.tokenizer={tok}", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "mode lora_ttt" in out and "(score_ledger.npz)" in out and "FAIL" not in out
