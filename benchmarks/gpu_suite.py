@@ -9,7 +9,8 @@ skipped with a note, and a hard stop writes what exists if a part overruns:
      torch.compile, Liger / fla when importable), triton.testing.do_bench medians
   4. training: ms/step and tokens/s of the baseline preset and every larger one (synthetic
      tokens), compile time to the first step apart; the reference train_gpt.py when given
-  5. eval: the plain evaluator's tokens/s
+  5. eval: the plain evaluator's tokens/s, and record_1855's own eval (score-first LoRA TTT with its
+     global SGD phase) on a 2^18-token synthetic stream, by part, projected to the whole val on 8 GPUs
 Output: suite.json (every figure) and suite.md (tables for benchmarks/RESULTS.md) under --out,
 rewritten after every part.
 

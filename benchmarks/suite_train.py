@@ -257,3 +257,57 @@ def eval_part(ctx: Context) -> None:
                         "windows_per_batch": windows, "tokens": result.token_count,
                         "first_pass_s": round(first, 2), "seconds": round(seconds, 3),
                         "tokens_per_s": round(result.token_count / seconds), "compile": cfg.run.compile})
+    if ctx.allows("eval", "lora_ttt, record_1855 preset", 8 if ctx.dry_run else 90):
+        ctx.record("eval", ttt_row(ctx))
+
+
+# The val stream's size and mean document length (challenge-spec §1.4: 47,851,520 scored tokens in 50,000
+# documents), for the TTT row's synthetic stream and its linear projection to the whole stream on 8 GPUs.
+VAL_TOKENS, VAL_MEAN_DOC = 47_851_520, 957
+TTT_TINY = ["eval.ttt.seq_len=64", "eval.ttt.chunk_size=16", "eval.ttt.batch_docs=8", "eval.ttt.lora_rank=4",
+            "eval.ttt.prefix_docs=8", "eval.ttt.global_chunk_tokens=256", "eval.ttt.global_batch_seqs=4"]
+
+
+def synthetic_documents(vocab: int, bos: int, tokens: int, mean_doc: int, device):
+    """A stream with BOS-started documents of about `mean_doc` tokens (TTT's batches are per document)."""
+    from pgolf.metric.valset import ValSet
+
+    g = torch.Generator().manual_seed(2)
+    t = torch.randint(0, vocab, (tokens,), generator=g, dtype=torch.int32)
+    t[t == bos] = (bos + 1) % vocab
+    t[torch.rand(tokens, generator=g) < 1 / mean_doc] = bos
+    t[0] = bos
+    nbytes = torch.randint(1, 4, (tokens,), generator=g, dtype=torch.int32)
+    return ValSet(t.to(device), nbytes.to(device), "lut", bos)
+
+
+def ttt_row(ctx: Context, preset: str = "record_1855") -> dict:
+    """The preset's own eval (score-first LoRA TTT with its global SGD phase) on a synthetic stream
+    (random weights: the cost does not depend on them), by part, and the whole val stream on 8 GPUs
+    projected linearly from it (an assumption: TTT's batches are independent, so time scales with
+    tokens and divides over ranks; the phases' share and the longest documents make it approximate)."""
+    from pgolf.config import load_config
+    from pgolf.distributed import DistEnv
+    from pgolf.eval.modes import EvalContext, run_eval
+    from pgolf.model import GPT, prepare_for_device
+
+    cfg = load_config(preset, [*TINY, *TTT_TINY] if ctx.dry_run else [], env={})
+    torch.manual_seed(0)
+    model = prepare_for_device(GPT(cfg.model), ctx.device)
+    tokens = 4_000 if ctx.dry_run else ctx.options.get("ttt_tokens", 2**18)
+    val = synthetic_documents(cfg.model.vocab_size, cfg.model.bos_id, tokens, 64 if ctx.dry_run else VAL_MEAN_DOC,
+                              ctx.device)
+    sync(ctx.device)
+    t0 = time.perf_counter()
+    outcome = run_eval(EvalContext(model, val, cfg.eval, cfg.eval.seq_len or cfg.train.seq_len,
+                                   DistEnv(0, 1, 0, ctx.device)))
+    sync(ctx.device)
+    seconds = time.perf_counter() - t0
+    t = cfg.eval.ttt
+    return {"item": f"{cfg.eval.mode}, {preset} preset (random weights)", "tokens": outcome.result.token_count,
+            "lora_rank": t.lora_rank, "batch_docs": t.batch_docs, "window": t.seq_len, "chunk": t.chunk_size,
+            "phases": t.phases, "seconds": round(seconds, 2),
+            "seconds_by_part": {k: round(v, 2) for k, v in outcome.seconds.items()},
+            "tokens_per_s": round(outcome.result.token_count / seconds),
+            "projected_full_val_8gpu_s": round(seconds * VAL_TOKENS / outcome.result.token_count / 8, 1),
+            "projection": "linear in tokens, divided over 8 ranks (assumed, not measured on 8 GPUs)"}
