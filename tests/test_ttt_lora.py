@@ -285,3 +285,12 @@ def test_two_ranks_give_the_score_of_one(tmp_path):
         assert out[r]["c3"] == 0
         assert (out[r]["token_count"], out[r]["byte_count"]) == (single.token_count, single.byte_count)
         assert math.isclose(out[r]["loss_sum"], single.loss_sum, rel_tol=1e-6)
+
+
+def test_queue_document_indices_number_the_tilts_documents_in_queue_order(setup):
+    from pgolf.eval.tilt import document_starts
+    from pgolf.eval.ttt.documents import queue_document_indices
+
+    _, val = setup
+    starts = document_starts(val.tokens.numpy(), val.bos_id)
+    assert starts[queue_document_indices(val, TTT)].tolist() == [s for s, _ in queue_order(val, TTT)]

@@ -286,10 +286,9 @@ class LoraTTTMode:
                 f"{', n-gram tilt' if _tilted(self.ngram) else ''})")
 
     def doc_order(self, tokens: Tensor):
-        from pgolf.eval.ttt.documents import queue_order
+        from pgolf.eval.ttt.documents import queue_document_indices
 
-        starts = document_starts(tokens.numpy(), self.bos_id)
-        return np.searchsorted(starts, [s for s, _ in queue_order(_StreamValSet(tokens, self.bos_id), self.ttt)])
+        return queue_document_indices(_StreamValSet(tokens, self.bos_id), self.ttt)
 
     def score(self, model: nn.Module, tokens: Tensor) -> Scored:
         from pgolf.eval.ttt.engine import run_lora_ttt

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from torch import nn
 
 from pgolf.config import EvalConfig
 from pgolf.distributed import DistEnv
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import evaluate
-from pgolf.eval.tilt import NO_TILT, build_tilt, document_starts
+from pgolf.eval.tilt import NO_TILT, build_tilt
 from pgolf.eval.windows import plan_doc_windows
 from pgolf.metric.bpb import BPBResult
 from pgolf.metric.ledger import ScoreLedger
@@ -75,7 +74,7 @@ def lora_ttt_mode(ctx: EvalContext) -> EvalOutcome:
     """Score-first per-document LoRA TTT with global SGD phases (pgolf.eval.ttt.engine). With
     eval.ngram the tilt's state is built in the engine's queue order, the order it scores in
     (frontier-spec F1.7), and tilts the score only."""
-    from pgolf.eval.ttt.documents import queue_order
+    from pgolf.eval.ttt.documents import queue_document_indices
     from pgolf.eval.ttt.engine import run_lora_ttt
     from pgolf.eval.ttt.phases import global_step_for
 
@@ -83,9 +82,8 @@ def lora_ttt_mode(ctx: EvalContext) -> EvalOutcome:
     tilt = NO_TILT
     if ctx.cfg.ngram.enabled:
         t = time.perf_counter()
-        starts = document_starts(ctx.val.tokens.cpu().numpy(), ctx.val.bos_id)
-        order = np.searchsorted(starts, [s for s, _ in queue_order(ctx.val, ttt)])
-        tilt = build_tilt(ctx.cfg.ngram, ctx.val, ctx.model.cfg.vocab_size, ctx.env, order=order)
+        tilt = build_tilt(ctx.cfg.ngram, ctx.val, ctx.model.cfg.vocab_size, ctx.env,
+                          order=queue_document_indices(ctx.val, ttt))
         seconds["ngram_precompute"] = time.perf_counter() - t
     report = run_lora_ttt(ctx.model, ctx.val, ttt, ctx.env, global_step=global_step_for(ttt),
                           score_transform=tilt.score_transform if tilt.enabled else None)

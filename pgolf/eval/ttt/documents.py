@@ -67,6 +67,14 @@ def queue_order(val, ttt: TTTConfig) -> list[tuple[int, int]]:
             for d in batch]
 
 
+def queue_document_indices(val, ttt: TTTConfig) -> np.ndarray:
+    """Each document's index in stream order (as the n-gram tilt numbers them: the same split), in the
+    order the queue scores them: the order the tilt's state is built in (frontier-spec F1.7)."""
+    docs = split_documents(val.tokens, val.bos_id)
+    index = {d: i for i, d in enumerate(docs)}
+    return np.array([index[d] for batch in batch_queue(docs, ttt.batch_docs) for d in batch], dtype=np.int64)
+
+
 def parse_short_doc_chunks(spec: str) -> list[tuple[int, int]]:
     """'256:8,2000:24' -> [(256, 8), (2000, 24)] (sorted by length); '' -> []."""
     out = []
