@@ -19,8 +19,15 @@ the stripped tree of pass 1.
 from __future__ import annotations
 
 import ast
+import copy
+import dis
+import inspect
 import io
+import itertools
+import keyword
+import string
 import tokenize
+import types
 
 from pgolf.errors import PgolfError
 
@@ -103,6 +110,361 @@ def strip_literals(tree: ast.AST) -> ast.AST:
                 kept = [ast.Pass()]
             body[:] = kept
     return tree
+
+
+# Pass 1b: local names. A variable bound in a function (not a parameter: callers may pass it by
+# keyword) gets a short name when nothing can read it by its spelling: the function and every
+# scope around it are undecorated (or wear only decorators that never read code), nothing in it
+# names `locals`/`vars`/`eval`/`exec`/`dir`, no class body, annotation, `global`/`nonlocal`
+# or skipped scope mentions it. `check_renaming` then proves the compiled code unchanged up to
+# the renaming (see there).
+
+_PLAIN_FUNCTION_DECORATORS = {"staticmethod", "classmethod", "property"}  # wrappers that never read code
+_PLAIN_CLASS_DECORATORS = {"dataclass", "dataclasses.dataclass"}  # they read class annotations only
+_DYNAMIC = {"locals", "vars", "eval", "exec", "dir"}  # they reach a frame's names by their spelling
+_FRAME_READERS = ("f_locals", "_getframe", "currentframe", "getsource", "getframeinfo", "co_varnames")
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
+def _short_names():
+    """a, b, ..., Z, aa, ab, ...: the candidates for new names, shortest first."""
+    first = string.ascii_letters
+    for size in range(1, 4):
+        for name in map("".join, itertools.product(first, *[first + string.digits + "_"] * (size - 1))):
+            if not keyword.iskeyword(name) and not keyword.issoftkeyword(name):
+                yield name
+
+
+def _decorator_name(node: ast.expr) -> str:
+    node = node.func if isinstance(node, ast.Call) else node
+    return ast.unparse(node)
+
+
+class _Scope:
+    def __init__(self, kind: str, parent: _Scope | None, frozen: bool) -> None:
+        self.kind, self.parent, self.frozen = kind, parent, frozen  # frozen: nothing in it is renamed
+        self.children: list[_Scope] = []
+        self.bound: set[str] = set()
+        self.declared: dict[str, str] = {}  # name -> "global" | "nonlocal"
+        self.uses: list[_Use] = []
+        if parent is not None:
+            parent.children.append(self)
+
+    def subtree(self):
+        yield self
+        for child in self.children:
+            yield from child.subtree()
+
+    def function(self) -> _Scope:
+        """The scope a walrus binds in: the nearest one that is not a comprehension."""
+        return self.parent.function() if self.kind == "comp" else self
+
+
+class _Use:
+    """One spelling of a name: `node.field` holds it; pinned: it must keep its spelling."""
+
+    def __init__(self, node, field: str, name: str, pinned: bool) -> None:
+        self.node, self.field, self.name, self.pinned = node, field, name, pinned
+
+    def rename(self, new: str) -> None:
+        setattr(self.node, self.field, new)
+
+
+class _Scopes(ast.NodeVisitor):
+    """The scope tree of a module, with each name's spellings in the scope they occur in."""
+
+    def __init__(self) -> None:
+        self.module = self.scope = _Scope("module", None, False)
+        self.pin = False  # inside an annotation: its text may be kept as a string
+
+    def use(self, node, field: str, name: str, binds: bool, pinned: bool = False, where: _Scope | None = None):
+        self.scope.uses.append(_Use(node, field, name, pinned or self.pin))
+        if binds:
+            (where or self.scope).bound.add(name)
+
+    def enter(self, kind: str, frozen: bool, visit) -> None:
+        outer, self.scope = self.scope, _Scope(kind, self.scope, frozen or self.scope.frozen)
+        visit()
+        self.scope = outer
+
+    def annotation(self, node: ast.expr | None) -> None:
+        if node is not None:
+            outer, self.pin = self.pin, True
+            self.visit(node)
+            self.pin = outer
+
+    def arguments(self, a: ast.arguments) -> None:
+        """Defaults and annotations belong to the enclosing scope."""
+        for d in (*a.defaults, *a.kw_defaults):
+            if d is not None:
+                self.visit(d)
+        for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
+            if arg is not None:
+                self.annotation(arg.annotation)
+
+    def parameters(self, a: ast.arguments) -> None:
+        for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
+            if arg is not None:
+                self.use(arg, "arg", arg.arg, binds=True, pinned=True)
+
+    def visit_FunctionDef(self, node) -> None:
+        self.use(node, "name", node.name, binds=True, pinned=True)  # a function's name is its __name__
+        for d in node.decorator_list:
+            self.visit(d)
+        self.arguments(node.args)
+        self.annotation(node.returns)
+        frozen = any(_decorator_name(d) not in _PLAIN_FUNCTION_DECORATORS for d in node.decorator_list)
+        frozen = frozen or bool(getattr(node, "type_params", None))
+
+        def body():
+            self.parameters(node.args)
+            for s in node.body:
+                self.visit(s)
+        self.enter("function", frozen, body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self.arguments(node.args)
+
+        def body():
+            self.parameters(node.args)
+            self.visit(node.body)
+        self.enter("function", False, body)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.use(node, "name", node.name, binds=True, pinned=True)
+        for child in (*node.decorator_list, *node.bases, *node.keywords):
+            self.visit(child)
+        frozen = any(_decorator_name(d) not in _PLAIN_CLASS_DECORATORS for d in node.decorator_list)
+        frozen = frozen or bool(getattr(node, "type_params", None))
+        self.enter("class", frozen, lambda: [self.visit(s) for s in node.body])
+
+    def _comprehension(self, node, *results: ast.expr) -> None:
+        self.visit(node.generators[0].iter)  # the first iterable is evaluated outside
+
+        def body():
+            for i, g in enumerate(node.generators):
+                self.visit(g.target)
+                if i:
+                    self.visit(g.iter)
+                for cond in g.ifs:
+                    self.visit(cond)
+            for r in results:
+                self.visit(r)
+        self.enter("comp", False, body)
+
+    def visit_ListComp(self, node) -> None:
+        self._comprehension(node, node.elt)
+
+    visit_SetComp = visit_GeneratorExp = visit_ListComp
+
+    def visit_DictComp(self, node: ast.DictComp) -> None:
+        self._comprehension(node, node.key, node.value)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        self.use(node, "id", node.id, binds=not isinstance(node.ctx, ast.Load))
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        t = node.target
+        self.use(t, "id", t.id, binds=True, where=self.scope.function())
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.annotation(node.annotation)
+        for child in (node.target, node.value):
+            if child is not None:
+                self.visit(child)
+
+    def visit_alias(self, node: ast.alias) -> None:
+        if node.name == "*":
+            return
+        if node.asname is not None:
+            self.use(node, "asname", node.asname, binds=True)
+        else:  # `import a.b` binds `a` to the package: `as` would bind the submodule instead
+            self.use(node, "asname", node.name.split(".")[0], binds=True, pinned="." in node.name)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.visit(node.type)
+        if node.name is not None:
+            self.use(node, "name", node.name, binds=True)
+        for s in node.body:
+            self.visit(s)
+
+    def visit_Global(self, node) -> None:
+        kind = "global" if isinstance(node, ast.Global) else "nonlocal"
+        for name in node.names:
+            self.scope.declared[name] = kind
+            self.use(node, "names", name, binds=False, pinned=True)
+
+    visit_Nonlocal = visit_Global
+
+    def generic_visit(self, node: ast.AST) -> None:
+        for field in ("name", "rest"):  # match-statement captures
+            name = getattr(node, field, None) if isinstance(node, ast.pattern) else None
+            if isinstance(name, str):
+                self.use(node, field, name, binds=True, pinned=True)
+        super().generic_visit(node)
+
+
+def _resolve(scope: _Scope, name: str) -> tuple[_Scope | None, bool]:
+    """The scope whose variable `name` means in `scope` (None: a global) and whether a
+    `nonlocal` on the way pins it."""
+    s, pinned, here = scope, False, True
+    while s is not None and s.kind != "module":
+        if s.kind == "class" and not here:  # a class body's names are invisible to the scopes inside it
+            s = s.parent
+            continue
+        kind = s.declared.get(name)
+        if kind == "global":
+            return None, pinned
+        if kind is None and name in s.bound:
+            return s, pinned
+        pinned = pinned or kind == "nonlocal"
+        s, here = s.parent, False
+    return None, pinned
+
+
+def _freeze_dynamic(module: _Scope) -> None:
+    """A function that names locals/vars/eval/exec/dir keeps every name in it."""
+    for s in module.subtree():
+        if s.kind == "function" and not s.frozen and any(u.name in _DYNAMIC for t in s.subtree() for u in t.uses):
+            for t in s.subtree():
+                t.frozen = True
+
+
+def _variables(module: _Scope) -> dict[tuple[int, str], list]:
+    """(id of scope, name) -> [scope, uses, pinned] for every variable bound in a function or comprehension."""
+    found: dict[tuple[int, str], list] = {}
+    for s in module.subtree():
+        for u in s.uses:
+            owner, pinned = _resolve(s, u.name)
+            if owner is None or owner.kind == "class":
+                continue
+            entry = found.setdefault((id(owner), u.name), [owner, [], False])
+            entry[1].append(u)
+            entry[2] = entry[2] or pinned or u.pinned or s.frozen or s.kind == "class" or owner.frozen
+    return found
+
+
+def _renamable(owner: _Scope, name: str, pinned: bool) -> bool:
+    if pinned or name.startswith("__"):
+        return False
+    s = owner.function()
+    return s.kind == "function"  # a comprehension at module or class level keeps its names
+
+
+def rename_locals(tree: ast.Module) -> ast.Module:
+    """Pass 1b, in place: short names for the local variables that nothing reads by name."""
+    if any(isinstance(n, ast.Attribute) and n.attr in _FRAME_READERS or isinstance(n, ast.Name)
+           and n.id in _FRAME_READERS for n in ast.walk(tree)):
+        return tree  # it reads frames or code: a caller's names may be read by their spelling
+    visitor = _Scopes()
+    visitor.visit(tree)
+    module = visitor.module
+    _freeze_dynamic(module)
+    variables = _variables(module)
+    new_of: dict[int, str] = {}  # id(use) -> the use's new name
+    order = {id(s): i for i, s in enumerate(module.subtree())}
+    by_scope: dict[int, list] = {}
+    for (_, name), (owner, uses, pinned) in variables.items():
+        if _renamable(owner, name, pinned):
+            by_scope.setdefault(id(owner), [owner, []])[1].append((name, uses))
+    for key in sorted(by_scope, key=order.__getitem__):  # outer scopes first
+        owner, names = by_scope[key]
+        _name_scope(owner, names, new_of, module.bound)
+    for s in module.subtree():
+        for u in s.uses:
+            if id(u) in new_of:
+                u.rename(new_of[id(u)])
+    return tree
+
+
+def _name_scope(owner: _Scope, names: list, new_of: dict[int, str], module_names: set[str]) -> None:
+    """New names for `owner`'s variables, most used first, unlike any name spelt in its subtree
+    and any module-level name (CPython 3.11 compiles `x.f()` differently when `x` is imported there)."""
+    inner = [u for s in owner.subtree() for u in s.uses]
+    taken = module_names | {u.name for u in inner} | {new_of[id(u)] for u in inner if id(u) in new_of}
+    fresh = (n for n in _short_names() if n not in taken)
+    new = next(fresh)
+    for name, uses in sorted(names, key=lambda nu: -len(nu[1])):
+        if _saving(name, new, uses) <= 0:
+            continue
+        for u in uses:
+            new_of[id(u)] = new
+        new = next(fresh)
+
+
+def _saving(name: str, new: str, uses: list[_Use]) -> int:
+    """Characters saved; `import x` must become `import x as new`."""
+    added = [u for u in uses if isinstance(u.node, ast.alias) and u.node.asname is None]
+    return (len(uses) - len(added)) * (len(name) - len(new)) - len(added) * (4 + len(new))
+
+
+_NAME_OPS = frozenset(dis.haslocal) | frozenset(dis.hasfree)  # instructions naming a local, cell or free variable
+
+
+def check_renaming(before: ast.Module, after: ast.Module, name: str) -> None:
+    """Raise PgolfError unless `after` compiles to `before`'s code up to a renaming of local variables.
+
+    Compared code object by code object: the same instructions, constants, global and attribute
+    names, parameters, names and flags; local, cell and free variables renamed one-to-one, and
+    consistently with the enclosing code's cells. A new name that captured another binding
+    (a global, an outer variable) would change an instruction or break the one-to-one map."""
+    try:
+        a, b = (compile(t, name, "exec", dont_inherit=True) for t in (before, after))
+    except (SyntaxError, ValueError) as e:
+        raise PgolfError(f"{name}: cannot minify, not valid Python ({e})") from None
+    where = _renaming_differs(a, b, {})
+    if where:
+        raise PgolfError(f"{name}: renaming local variables changed {where} (a minifier bug)")
+
+
+def _renaming_differs(a: types.CodeType, b: types.CodeType, outer: dict[str, str]) -> str | None:
+    """What differs between `a` and `b` beyond a renaming of locals (None: nothing)."""
+    here = f"the code of {a.co_name} (line {a.co_firstlineno})"
+    flags = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+    params = a.co_argcount + a.co_kwonlyargcount + bin(a.co_flags & flags).count("1")
+    fixed = ("co_name", "co_qualname", "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags",
+             "co_names", "co_firstlineno", "co_exceptiontable")
+    if any(getattr(a, f, None) != getattr(b, f, None) for f in fixed) or a.co_varnames[:params] != b.co_varnames[
+            :params] or [len(a.co_varnames), len(a.co_cellvars), len(a.co_freevars)] != [
+            len(b.co_varnames), len(b.co_cellvars), len(b.co_freevars)]:
+        return here
+    names: dict[str, str] = {}
+    pairs = [*zip(a.co_varnames, b.co_varnames), *((f, outer.get(f)) for f in a.co_freevars)]
+    ia, ib = list(dis.get_instructions(a)), list(dis.get_instructions(b))
+    if len(ia) != len(ib):
+        return here
+    for x, y in zip(ia, ib):
+        if x.opname != y.opname:
+            return f"{here}: {x.opname} {x.argrepr} became {y.opname} {y.argrepr}"
+        if x.opname in ("LOAD_CLOSURE", "MAKE_CELL"):
+            continue  # in the order of the names (cells) or of the inner code's free variables: checked below
+        if x.opcode in _NAME_OPS:
+            pairs += zip(*(v if isinstance(v, tuple) else (v,) for v in (x.argval, y.argval)))
+        elif x.arg != y.arg or not isinstance(x.argval, types.CodeType) and repr(x.argval) != repr(y.argval):
+            return f"{here}: {x.opname} {x.argrepr} became {y.opname} {y.argrepr}"
+    for old, new in pairs:
+        if names.setdefault(old, new) != new:
+            return f"{here}: {old} became both {names[old]} and {new}"
+    for cell in a.co_cellvars:  # one only inner code reads (`__class__`) keeps its name: checked there
+        names.setdefault(cell, cell)
+    if len(set(names.values())) != len(names) or any(sorted(map(str, (names.get(v) for v in va))) != sorted(vb)
+                                                     for va, vb in ((a.co_cellvars, b.co_cellvars),
+                                                                    (a.co_freevars, b.co_freevars))):
+        return f"{here}: two variables share a name"
+    if len(a.co_consts) != len(b.co_consts):
+        return here
+    for x, y in zip(a.co_consts, b.co_consts):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            inner = _renaming_differs(x, y, names)
+            if inner:
+                return inner
+        elif type(x) is not type(y) or repr(x) != repr(y):
+            return f"{here}: a constant"
+    return None
 
 
 def _glue(prev: str, cur: str) -> str:
@@ -203,6 +565,9 @@ def minify(source: str, name: str = "<source>") -> str:
         tree = strip_documentation(ast.parse(source, filename=name))
     except SyntaxError as e:
         raise PgolfError(f"{name}: cannot minify, not valid Python ({e})") from None
+    renamed = rename_locals(copy.deepcopy(tree))
+    check_renaming(tree, renamed, name)
+    tree = renamed
     out = _join_bodies(_squeeze(ast.unparse(tree))).rstrip("\n") + "\n"
     try:
         same = ast.dump(ast.parse(out)) == ast.dump(tree)
