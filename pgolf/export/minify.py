@@ -1,20 +1,25 @@
 """A semantics-preserving Python minifier (stdlib only) for the packed script (frontier-spec F8.1).
 
-Three passes:
+Four passes:
 
 1. `ast` (`strip_documentation`): what only documents goes. Docstrings and other bare
    literal statements (an emptied body gets `pass`); `help=` texts of config settings and
    command-line arguments (a packed script has no `--help`); annotations of functions without
    decorators (a decorator may read them: torch.library.custom_op builds its schema from them,
    triton.jit reads `tl.constexpr`) and of local variables. Class-level annotations stay
-   (dataclass fields; pgolf.config coerces values by them), so do names and asserts (Triton
-   reads kernel sources, and a renamed name could be reached through getattr).
-2. `ast.unparse`: comments, blank lines and the source's layout go.
-3. `tokenize`: one space per indentation level, and a space between two tokens only where
+   (dataclass fields; pgolf.config coerces values by them), so do asserts.
+2. `ast` (`rename_locals`): local variables of functions get short names (a, b, ... by use
+   count), where nothing can read them by their spelling: never parameters (callers may pass
+   them by keyword), module-level or class-body names (a renamed one could be reached through
+   getattr), names in annotations or `global`/`nonlocal`, nor anything inside a decorated
+   function (Triton reads kernel sources) or one that names `locals`, `vars`, `eval`, `exec` or
+   `dir`. `check_renaming` proves each module compiles to the same code up to that renaming.
+3. `ast.unparse`: comments, blank lines and the source's layout go.
+4. `tokenize`: one space per indentation level, and a space between two tokens only where
    they would otherwise merge; a body of one simple statement joins its header's line.
 
-Passes 2 and 3 change no meaning: `minify` checks that the result parses to the same AST as
-the stripped tree of pass 1.
+Passes 3 and 4 change no meaning: `minify` checks that the result parses to the same AST as
+the renamed tree of pass 2.
 """
 from __future__ import annotations
 
@@ -112,18 +117,12 @@ def strip_literals(tree: ast.AST) -> ast.AST:
     return tree
 
 
-# Pass 1b: local names. A variable bound in a function (not a parameter: callers may pass it by
-# keyword) gets a short name when nothing can read it by its spelling: the function and every
-# scope around it are undecorated (or wear only decorators that never read code), nothing in it
-# names `locals`/`vars`/`eval`/`exec`/`dir`, no class body, annotation, `global`/`nonlocal`
-# or skipped scope mentions it. `check_renaming` then proves the compiled code unchanged up to
-# the renaming (see there).
+# Pass 2: local names (see the module docstring).
 
 _PLAIN_FUNCTION_DECORATORS = {"staticmethod", "classmethod", "property"}  # wrappers that never read code
 _PLAIN_CLASS_DECORATORS = {"dataclass", "dataclasses.dataclass"}  # they read class annotations only
 _DYNAMIC = {"locals", "vars", "eval", "exec", "dir"}  # they reach a frame's names by their spelling
 _FRAME_READERS = ("f_locals", "_getframe", "currentframe", "getsource", "getframeinfo", "co_varnames")
-_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 
 def _short_names():
@@ -340,7 +339,7 @@ def _variables(module: _Scope) -> dict[tuple[int, str], list]:
     for s in module.subtree():
         for u in s.uses:
             owner, pinned = _resolve(s, u.name)
-            if owner is None or owner.kind == "class":
+            if owner is None:
                 continue
             entry = found.setdefault((id(owner), u.name), [owner, [], False])
             entry[1].append(u)
@@ -356,7 +355,7 @@ def _renamable(owner: _Scope, name: str, pinned: bool) -> bool:
 
 
 def rename_locals(tree: ast.Module) -> ast.Module:
-    """Pass 1b, in place: short names for the local variables that nothing reads by name."""
+    """Pass 2, in place: short names for the local variables that nothing reads by name."""
     if any(isinstance(n, ast.Attribute) and n.attr in _FRAME_READERS or isinstance(n, ast.Name)
            and n.id in _FRAME_READERS for n in ast.walk(tree)):
         return tree  # it reads frames or code: a caller's names may be read by their spelling
@@ -383,23 +382,18 @@ def rename_locals(tree: ast.Module) -> ast.Module:
 
 def _name_scope(owner: _Scope, names: list, new_of: dict[int, str], module_names: set[str]) -> None:
     """New names for `owner`'s variables, most used first, unlike any name spelt in its subtree
-    and any module-level name (CPython 3.11 compiles `x.f()` differently when `x` is imported there)."""
+    and any module-level name (CPython 3.11 compiles `x.f()` differently when `x` is imported there).
+    A name bound by a plain `import x` keeps its spelling (`import x as a` is longer)."""
     inner = [u for s in owner.subtree() for u in s.uses]
     taken = module_names | {u.name for u in inner} | {new_of[id(u)] for u in inner if id(u) in new_of}
     fresh = (n for n in _short_names() if n not in taken)
     new = next(fresh)
     for name, uses in sorted(names, key=lambda nu: -len(nu[1])):
-        if _saving(name, new, uses) <= 0:
+        if len(new) > len(name) or any(isinstance(u.node, ast.alias) and u.node.asname is None for u in uses):
             continue
         for u in uses:
             new_of[id(u)] = new
         new = next(fresh)
-
-
-def _saving(name: str, new: str, uses: list[_Use]) -> int:
-    """Characters saved; `import x` must become `import x as new`."""
-    added = [u for u in uses if isinstance(u.node, ast.alias) and u.node.asname is None]
-    return (len(uses) - len(added)) * (len(name) - len(new)) - len(added) * (4 + len(new))
 
 
 _NAME_OPS = frozenset(dis.haslocal) | frozenset(dis.hasfree)  # instructions naming a local, cell or free variable
