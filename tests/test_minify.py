@@ -214,7 +214,8 @@ def test_closures_rename_consistently_and_capture_nothing_new():
     """A local read by a nested function, lambda or comprehension is renamed there too, and never
     to a name an inner scope reads from outside (here `a`, a global the source does not bind)."""
     src = ("def outer(items):\n    captured_value = 10\n    shadowed_name = 1\n"
-           "    def inner(extra):\n        shadowed_name = extra * 2\n        return captured_value + shadowed_name + a\n"
+           "    def inner(extra):\n        shadowed_name = extra * 2\n"
+           "        return captured_value + shadowed_name + a\n"
            "    add = lambda v: v + captured_value + a\n"
            "    return inner(3), add(4), [captured_value * x for x in items], shadowed_name\n")
     a, b, small = _both(src, a=100)
@@ -248,7 +249,8 @@ def test_comprehension_scopes():
 def test_decorated_functions_and_what_they_hold_are_untouched():
     src = ("def deco(fn):\n    return fn\n\n@deco\ndef kernel(x):\n    kept_name = x + 1\n"
            "    def nested_fn():\n        inner_kept = kept_name\n        return inner_kept\n    return nested_fn()\n\n"
-           "class Box:\n    @staticmethod\n    def plain(x):\n        renamed_local = x * 2\n        return renamed_local\n")
+           "class Box:\n    @staticmethod\n    def plain(x):\n"
+           "        renamed_local = x * 2\n        return renamed_local\n")
     a, b, small = _both(src)
     assert a["kernel"](1) == b["kernel"](1) == 2 and b["Box"].plain(3) == 6
     assert "kept_name" in small and "inner_kept" in small and "renamed_local" not in small
