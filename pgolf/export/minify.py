@@ -13,7 +13,9 @@ Four passes:
    them by keyword), module-level or class-body names (a renamed one could be reached through
    getattr), names in annotations or `global`/`nonlocal`, nor anything inside a decorated
    function (Triton reads kernel sources) or one that names `locals`, `vars`, `eval`, `exec` or
-   `dir`. `check_renaming` proves each module compiles to the same code up to that renaming.
+   `dir`, nor in a module that reads frames or code objects. A new name is never one the
+   function's code spells or the module binds. `check_renaming` proves that each module
+   compiles to the same code up to that renaming.
 3. `ast.unparse`: comments, blank lines and the source's layout go.
 4. `tokenize`: one space per indentation level, and a space between two tokens only where
    they would otherwise merge; a body of one simple statement joins its header's line.
