@@ -85,7 +85,8 @@ def test_lines_and_positions_come_from_the_readable_source():
 
 def test_only_exceptions_whose_first_argument_is_the_message():
     src = ('class Plain(PgolfError):\n    pass\n'
-           'class Own(PgolfError):\n    def __init__(self, path, fault):\n        super().__init__(f"{path}: {fault}")\n'
+           'class Own(PgolfError):\n    def __init__(self, path, fault):\n'
+           '        super().__init__(f"{path}: {fault}")\n'
            'def _unknown(key):\n    return PgolfError(f"unknown setting {key!r}")\n'
            'raise Plain("prose")\n'
            'raise Own("some/path", "prose")\n'

@@ -116,7 +116,7 @@ def short_message(message: ast.expr, code: str) -> ast.expr | None:
         return ast.Constant(code)
     parts: list[ast.expr] = []
     for i, value in enumerate(values):
-        parts += [ast.Constant(f"{code} " if i == 0 else " "), value]  # a lone separator never merges: values lie between
+        parts += [ast.Constant(f"{code} " if i == 0 else " "), value]  # constants never adjacent: as parsed
     return ast.JoinedStr(parts)
 
 
@@ -127,7 +127,7 @@ def _sites(tree: ast.AST, exceptions: frozenset[str]):
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
-                _name(d) in _KERNEL_DECORATORS for d in node.decorator_list):
+                _name(d.func if isinstance(d, ast.Call) else d) in _KERNEL_DECORATORS for d in node.decorator_list):
             return
         if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and _name(node.exc.func) in exceptions \
                 and node.exc.args and not isinstance(node.exc.args[0], ast.Starred):
@@ -142,9 +142,8 @@ def _sites(tree: ast.AST, exceptions: frozenset[str]):
 
 
 def _name(node: ast.expr) -> str | None:
-    """`f` of `f`, `a.f` and `a.f(...)` (a decorator's call)."""
-    node = node.func if isinstance(node, ast.Call) else node
-    return getattr(node, "attr", getattr(node, "id", None))
+    """`f` of `f` and `a.f`."""
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
 
 
 def _splice(source: str, edits: list[tuple[ast.expr, str]]) -> str:
