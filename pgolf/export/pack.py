@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import brotli
 
+from pgolf import __version__
 from pgolf.config import Config, from_dict
 from pgolf.errors import PgolfError
+from pgolf.export.messages import shorten_files
 from pgolf.export.minify import minify
 from pgolf.export.trace import Closure, archive_name, import_closure
 
@@ -59,7 +61,7 @@ try:
   sys.exit(0)
  from pgolf.train.trainer import run_training
  r=run_training(load_config({preset!r},a),preset={preset!r})
-except PgolfError as e:print(f'train_gpt.py: error: {{e}}',file=sys.stderr);sys.exit(2)
+except PgolfError as e:print(f'train_gpt.py: error: {{e}}\\n(messages here are shortened to file:line and values; the full text is at that line of the pgolf {version} source)',file=sys.stderr);sys.exit(2)
 if r.is_main:print(f'val_bpb {{r.final.val_bpb:.8f}} val_loss {{r.final.val_loss:.8f}} steps {{r.steps}} run_dir {{r.run_dir}}')
 """
 
@@ -145,8 +147,10 @@ def pack(cfg: Config | dict) -> Packed:
     if isinstance(cfg, dict):
         cfg = from_dict(cfg, "the run's configuration")
     closure, readable, source_bytes = code_files(cfg)
-    files = {name: minify(text, name) if name.endswith(".py") else text for name, text in readable.items()}
-    program = _BOOTSTRAP.format(files="{" + ",".join(f"{n!r}:{_literal(t)}" for n, t in files.items()) + "}", preset=PRESET)
+    shortened = shorten_files(readable)  # short error messages in the packed copy only (pgolf.export.messages)
+    files = {name: minify(text, name) if name.endswith(".py") else text for name, text in shortened.items()}
+    program = _BOOTSTRAP.format(files="{" + ",".join(f"{n!r}:{_literal(t)}" for n, t in files.items()) + "}",
+                                preset=PRESET, version=__version__)
     blob = base64.b85encode(brotli.compress(program.encode("utf-8"), quality=11, lgwin=24)).decode("ascii")
     script = (WRAPPER_HEAD + f'exec(brotli.decompress(base64.b85decode("{blob}")))\n').encode("ascii")
     return Packed(script, tuple(files), source_bytes, sum(len(s.encode("utf-8")) for s in files.values()), closure)
