@@ -57,6 +57,7 @@ OPTIONAL: dict[str, Callable[[Config], bool]] = {
     "pgolf.export.trace": lambda c: False,
     "pgolf.export.pack": lambda c: False,
     "pgolf.export.minify": lambda c: False,
+    "pgolf.export.messages": lambda c: False,
 }
 
 
