@@ -14,26 +14,32 @@ import brotli
 
 from harness import header
 from pgolf.config import load_config
-from pgolf.export.minify import minify
-from pgolf.export.pack import code_files, pack
+from pgolf.export.pack import code_files, pack, unpack_files
 
 def breakdown(cfg) -> None:
-    """Each file's share: its minified text brotli-11'd alone (indicative: the script compresses them together)."""
-    _, files, _ = code_files(cfg)
+    """Each file's share: its packed text (as the script carries it) brotli-11'd alone (indicative: the script
+    compresses them together), and how much the script shrinks without it (its marginal cost)."""
+    _, readable, _ = code_files(cfg)
+    packed = unpack_files(pack(cfg).script)
+    whole = _compressed(packed)
     rows, groups = [], defaultdict(int)
-    for name, text in files.items():
-        small = minify(text, name) if name.endswith(".py") else text
+    for name, small in packed.items():
         size = len(brotli.compress(small.encode("utf-8"), quality=11))
-        rows.append((size, len(text.encode("utf-8")), len(small.encode("utf-8")), name))
+        marginal = whole - _compressed({n: t for n, t in packed.items() if n != name})
+        rows.append((marginal, size, len(readable[name].encode("utf-8")), len(small.encode("utf-8")), name))
         parts = name.split("/")
-        groups[parts[0] if parts[0] != "pgolf" or len(parts) == 2 else f"pgolf/{parts[1]}"] += size
+        groups[parts[0] if parts[0] != "pgolf" or len(parts) == 2 else f"pgolf/{parts[1]}"] += marginal
     total = sum(r[0] for r in rows)
-    print(f"\nalone-compressed sum {total:,} B; by package:")
+    print(f"\nthe files' brotli stream: {whole:,} B; their marginal costs sum to {total:,} B; by package:")
     for group, size in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {group:<22} {size:>7,} B  {100 * size / total:5.1f} %")
-    print("largest files (brotli alone / source / minified):")
-    for size, src, small, name in sorted(rows, reverse=True)[:15]:
-        print(f"  {name:<36} {size:>6,} {src:>7,} {small:>7,}")
+    print("largest files (marginal / brotli alone / source / packed text, B):")
+    for marginal, size, src, small, name in sorted(rows, reverse=True)[:15]:
+        print(f"  {name:<36} {marginal:>6,} {size:>6,} {src:>7,} {small:>7,}")
+
+
+def _compressed(files: dict[str, str]) -> int:
+    return len(brotli.compress(repr(files).encode("utf-8"), quality=11, lgwin=24))
 
 
 def main() -> None:
