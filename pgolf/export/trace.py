@@ -52,6 +52,7 @@ OPTIONAL: dict[str, Callable[[Config], bool]] = {
     "pgolf.metric.token_features": lambda c: c.export.logit_calib,
     "pgolf.ngram": lambda c: c.eval.ngram.enabled,  # the n-gram tilt (and its native state build)
     "pgolf.eval.ttt": lambda c: c.eval.mode in ("lora_ttt", "sliding_ttt"),
+    "pgolf.eval.ttt.sliding": lambda c: c.eval.mode == "sliding_ttt",  # the lora_ttt mode needs none of it
     "pgolf.eval.packed": lambda c: False,  # `pgolf eval --packed` only, never a run or a packed script
     # the packer's own tools: a packed script counts its own file instead (pgolf.export.code_size)
     "pgolf.export.trace": lambda c: False,
