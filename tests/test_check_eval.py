@@ -9,7 +9,7 @@ import pytest
 from pgolf.check.harness import format_table, run_checks
 from pgolf.check.modes import PackedDocsMode, WindowsMode
 from pgolf.config import NgramConfig
-from pgolf.eval.tilt import document_starts
+from pgolf.eval.ngram_tilt import document_starts
 from test_check import check_data, plan, tiny_model  # noqa: F401 - the fixture too
 
 # A low order and gate so the hints fire often on the check set's distinct paragraphs.

@@ -319,7 +319,7 @@ def test_in_file_order_the_document_spans_walk_the_stream_as_one(repeats):
     """The windows mode's hints (documents as target spans, file order) are the whole stream's walk; a
     reversed order gives other hints (the order reaches the state)."""
     from pgolf.ngram import build_hints
-    from pgolf.eval.tilt import document_starts, settings_of
+    from pgolf.eval.ngram_tilt import document_starts, settings_of
 
     tokens = repeats.tokens.numpy()
     whole = build_hints(tokens, 1024, settings=settings_of(NGRAM))

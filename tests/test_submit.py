@@ -60,12 +60,12 @@ def test_closure_per_preset_holds_only_what_its_options_run():
             "pgolf.quant.gptq", "pgolf.data.caseops", "pgolf.eval.ttt.engine", "pgolf.model.lora",
             "pgolf.data.packing"} <= record  # its LoRA TTT and packed rows
     assert not record & (GDN_ONLY | PACKER | {"pgolf.quant.qat", "pgolf.ops.int6_matmul", "pgolf.quant.awq"})
-    assert not any(m.startswith("pgolf.ngram") for m in record)  # the tilt is frontier's
+    assert not any(m.startswith("pgolf.ngram") for m in record) and "pgolf.eval.ngram_tilt" not in record  # frontier's
     assert "pgolf.eval.ttt.sliding" not in record  # its lora_ttt needs the TTT package, not the sliding mode
     sliding = set(import_closure(preset("record_1855", "eval.mode=sliding_ttt")).modules)
     assert {"pgolf.eval.ttt.sliding", "pgolf.eval.ttt.global_sgd"} <= sliding
     frontier = set(import_closure(preset("frontier")).modules)
-    assert {"pgolf.ngram.state", "pgolf.ngram.share", "pgolf.ngram.tilt"} <= frontier
+    assert {"pgolf.ngram.state", "pgolf.ngram.share", "pgolf.ngram.tilt", "pgolf.eval.ngram_tilt"} <= frontier
 
 
 def test_an_optional_module_imported_at_module_level_is_refused(monkeypatch):

@@ -288,7 +288,7 @@ def test_two_ranks_give_the_score_of_one(tmp_path):
 
 
 def test_queue_document_indices_number_the_tilts_documents_in_queue_order(setup):
-    from pgolf.eval.tilt import document_starts
+    from pgolf.eval.ngram_tilt import document_starts
     from pgolf.eval.ttt.documents import queue_document_indices
 
     _, val = setup
