@@ -55,7 +55,7 @@ def _export(args) -> None:
     from pgolf.errors import PgolfError
     from pgolf.export.export import export_model, run_meta
     from pgolf.fileio import check_output_file
-    from pgolf.train.checkpoint import load_checkpoint
+    from pgolf.train.checkpoint_read import load_checkpoint
     from pgolf.signals import sigterm_raises
 
     check_output_file(args.out, "--out")
