@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pgolf.config import ExportConfig, from_dict, load_config
+from pgolf.data.encode import document_tokens
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import evaluate
 from pgolf.export import codecs
@@ -195,7 +196,7 @@ def test_wrapped_code_is_what_pgolf_submit_ships(tmp_path, monkeypatch):
 def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_like, tmp_path, own_tokenizer,
                                                                        heldout_docs):
     model, cfg = trained_like
-    tokens = np.concatenate([own_tokenizer.document_tokens(d) for d in heldout_docs[:4]])
+    tokens = np.concatenate([document_tokens(own_tokenizer, d) for d in heldout_docs[:4]])
     lut = ByteLUT.from_sentencepiece(own_tokenizer.sp)
     val = ValSet(torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens)), "lut", 1)
     export_cfg = rtn(6, codec="lzma", layout="grouped", lqer_top=2)

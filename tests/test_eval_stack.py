@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bpb_invariant import assert_bpb_invariant, decoded_document_bytes
 from pgolf.config import Config, NgramConfig, load_config
+from pgolf.data.encode import document_tokens
 from pgolf.distributed import DistEnv
 from pgolf.eval.clock import EvalClock, project, timed_eval, warn_if_over, within_budget
 from pgolf.eval.evaluator import evaluate
@@ -39,7 +40,7 @@ def _model(*overrides):
 
 
 def _val(tok, docs) -> ValSet:
-    tokens = np.concatenate([tok.document_tokens(d) for d in docs])
+    tokens = np.concatenate([document_tokens(tok, d) for d in docs])
     lut = ByteLUT.from_sentencepiece(tok.sp)
     return ValSet(torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens)), "lut",
                   tok.bos_id)
