@@ -16,7 +16,7 @@ import torch
 
 from bpb_invariant import decoded_document_bytes
 from conftest import CASEOPS_MODEL, shared_tokenizer_paths
-from pgolf.data.caseops import encode_caseops
+from pgolf.data.caseops_codec import encode_caseops
 from pgolf.data.encode import document_tokens, encode_with_surfaces
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.data.caseops import (ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, CaseOpsDecoder, CaseOpsError,
-                                decode_caseops, encode_caseops, original_byte_counts)
+from pgolf.data.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE
+from pgolf.data.caseops_codec import CaseOpsDecoder, CaseOpsError, decode_caseops, encode_caseops, original_byte_counts
 from pgolf.data.encode import encode_with_surfaces
 
 # Text that exercises every rule: mixed-case ASCII words, separators, non-ASCII letters and literal operators.

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.check.modes import EvalMode, Scored
-from pgolf.data import caseops, shards
+from pgolf.data import caseops_codec, shards
 from pgolf.data.tokenizer import IDENTITY, Tokenizer
 from pgolf.metric.ledger import ScoreLedger
 from pgolf.metric.ledger_audit import c3_violations, reads
@@ -222,7 +222,7 @@ def decoded_bytes(tokens: np.ndarray, tokenizer: Tokenizer) -> int:
     docs = [tokens[a + (tokens[a] == bos):b].tolist() for a, b in zip(starts, [*starts[1:], tokens.size])]
     texts = tokenizer.sp.decode(docs)
     if tokenizer.transform != IDENTITY:
-        texts = [caseops.decode_caseops(t) for t in texts]
+        texts = [caseops_codec.decode_caseops(t) for t in texts]
     return sum(len(t.encode("utf-8")) for t in texts)
 
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from pgolf.data import caseops
+from pgolf.data import caseops, caseops_codec
 from pgolf.data.tokenizer import IDENTITY, TRANSFORMS, Tokenizer, load_tokenizer
 from pgolf.errors import PgolfError
 
@@ -23,7 +23,7 @@ def apply_transform(name: str, text: str) -> str:
     if name == IDENTITY:
         return text
     if name == caseops.NAME:
-        return caseops.encode_caseops(text)
+        return caseops_codec.encode_caseops(text)
     raise PgolfError(f"unknown text transform {name!r}; expected one of {TRANSFORMS}")
 
 
@@ -42,7 +42,7 @@ def document_tokens(tok: Tokenizer, text: str) -> np.ndarray:
 def surface_bytes(tok: Tokenizer, surfaces: list[str]) -> list[int]:
     """Original UTF-8 bytes per token, from the surface slices it covers."""
     if tok.transform == caseops.NAME:
-        return caseops.original_byte_counts(surfaces)
+        return caseops_codec.original_byte_counts(surfaces)
     return [len(s.encode("utf-8")) for s in surfaces]
 
 
