@@ -9,7 +9,7 @@ from pgolf.data.encode import document_tokens, encode_documents
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.metric.bytes import ByteLUT, TargetByteWeights
 from pgolf.model import GPT
-from pgolf.ops.softcapped_ce import reference_softcapped_ce
+from pgolf.ops.reference import reference_softcapped_ce
 from pgolf.train.trainer import run_training
 
 
