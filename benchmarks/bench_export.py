@@ -16,7 +16,8 @@ from pathlib import Path
 from harness import header
 from pgolf.config import from_dict, set_from_text
 from pgolf.eval.scoring import score_artifact
-from pgolf.export.export import export_model, run_meta
+from pgolf.export.export import run_meta
+from pgolf.export.offline import export_model
 from pgolf.train.checkpoint_read import load_checkpoint
 
 VARIANTS = {

@@ -12,7 +12,8 @@ from pgolf.export import export as export_mod
 from pgolf.export.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
 from pgolf.export.code_size import count_code_bytes
 from pgolf.export.pack import code_files, pack
-from pgolf.export.export import ArtifactTooLarge, build_artifact, export_model, load_artifact_state
+from pgolf.export.export import ArtifactTooLarge, build_artifact
+from pgolf.export.offline import export_model, load_artifact_state
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.quant.recipe import quantize_state
 from pgolf.metric.bytes import ByteLUT
