@@ -21,7 +21,7 @@ from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.embeddings import ngram_buckets
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.segments import DocSegments
-from pgolf.ops.gdn import gdn_recurrent_reference
+from pgolf.ops.reference import gdn_recurrent_reference
 from pgolf.optim.build import build_optimizers
 from pgolf.quant.qat import qat_layers
 from pgolf.quant.recipe import is_coded

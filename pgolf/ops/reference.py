@@ -2,8 +2,7 @@
 default, the truth its kernel and its CPU path are tested against (tests, benchmarks). No run calls
 them, so they live apart from the ops (a packed script carries none).
 
-An op whose CPU path is its reference keeps it (pgolf.ops.int6_matmul); the GatedDeltaNet recurrence's
-(pgolf.ops.gdn.gdn_recurrent_reference) stays with that optional op.
+An op whose CPU path is its reference keeps it (pgolf.ops.int6_matmul).
 """
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pgolf.ops.gdn import _seq_bounds
 from pgolf.ops.newton_schulz import _normalized
 
 
@@ -46,3 +46,26 @@ def newton_schulz_reference(x: Tensor, coefficients, norm_scale: float = 1.0, ep
         gram = y @ y.mT
         y = a * y + (b * gram + c * gram @ gram) @ y
     return (y.mT if tall else y).reshape(x.shape)
+
+
+def gdn_recurrent_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
+                            initial_state: Tensor | None = None, cu_seqlens: Tensor | None = None,
+                            scale: float | None = None) -> tuple[Tensor, Tensor]:
+    """Token-by-token recurrence in the inputs' dtype (fp64 in tests). Shapes as gdn_chunk_scan."""
+    b, t, h, kd = q.shape
+    scale = kd ** -0.5 if scale is None else scale
+    starts = _seq_bounds(b, t, cu_seqlens)
+    outs = torch.zeros(*v.shape, dtype=v.dtype, device=v.device)
+    finals = []
+    flat = [x.reshape(b * t, *x.shape[2:]) for x in (q, k, v, g, beta)]
+    for s, (lo, hi) in enumerate(starts):
+        state = (initial_state[s].to(q.dtype).clone() if initial_state is not None
+                 else torch.zeros(h, kd, v.shape[-1], dtype=q.dtype, device=q.device))
+        for i in range(lo, hi):
+            qi, ki, vi, gi, bi = (x[i] for x in flat)
+            state = torch.exp(gi)[:, None, None] * state
+            u = bi[:, None] * (vi - torch.einsum("hkv,hk->hv", state, ki))
+            state = state + torch.einsum("hk,hv->hkv", ki, u)
+            outs.view(b * t, h, -1)[i] = torch.einsum("hkv,hk->hv", state, qi * scale)
+        finals.append(state)
+    return outs, torch.stack(finals)
