@@ -16,8 +16,9 @@ from pathlib import Path
 from harness import header
 from pgolf.config import from_dict, set_from_text
 from pgolf.eval.scoring import score_artifact
-from pgolf.export.export import export_model, run_meta
-from pgolf.train.checkpoint import load_checkpoint
+from pgolf.export.export import run_meta
+from pgolf.export.offline import export_model
+from pgolf.train.checkpoint_read import load_checkpoint
 
 VARIANTS = {
     "rtn int8, plain, zlib (baseline)": ["export.method=rtn", "export.matrix_bits=8", "export.embed_bits=8",

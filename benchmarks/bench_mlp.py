@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from harness import kernel_bench_args, median_seconds, sync
-from pgolf.ops.leaky_relu2_mlp import leaky_relu_squared_mlp, reference_leaky_relu2_mlp
+from pgolf.ops.leaky_relu2_mlp import leaky_relu_squared_mlp
+from pgolf.ops.reference import reference_leaky_relu2_mlp
 
 SLOPE = 0.5
 RECORD_SHAPE = (98_304, 512, 2048)  # rows per GPU, dim, hidden

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import header
-from pgolf.data import shards
+from pgolf.data import shard_writer, shards
 from pgolf.data.overlap import scan_overlap, tokens_per_step
 
 BOS = 1
@@ -45,7 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         val = random_stream(rng, args.val_docs * 1050)
-        shards.write_shard(d / shards.shard_name("val", 0), val)
+        shard_writer.write_shard(d / shards.shard_name("val", 0), val)
         doc = val[1:][: np.argmax(val[1:] == BOS)]  # the first val document
         for i in range(args.shards):
             stream = random_stream(rng, args.shard_tokens)
@@ -54,7 +54,7 @@ def main() -> None:
                 stream[at] = BOS
                 stream[at + 1:at + 1 + doc.size] = doc
                 stream[at + 1 + doc.size] = BOS
-            shards.write_shard(d / shards.shard_name("train", i), stream)
+            shard_writer.write_shard(d / shards.shard_name("train", i), stream)
         print("| shards x tokens | train tokens | val docs | workers | seconds | tokens/s |")
         print("|---|---:|---:|---:|---:|---:|")
         for workers in args.workers:

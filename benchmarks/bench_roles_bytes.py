@@ -20,7 +20,7 @@ import torch
 
 from harness import header
 from pgolf.config import load_config
-from pgolf.export.export import export_model
+from pgolf.export.offline import export_model, parts_table
 from pgolf.model import GPT
 from pgolf.quant.hessians import HessianCollector
 
@@ -62,7 +62,7 @@ def main() -> None:
     print(f"preset {args.preset}: {report.params:,} parameters, {coded:,} coded weights; "
           f"export {time.perf_counter() - t:.1f} s")
     print(report.summary())
-    print(report.parts_table())
+    print(parts_table(report))
 
 
 if __name__ == "__main__":

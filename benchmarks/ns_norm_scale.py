@@ -20,6 +20,7 @@ import sys
 import torch
 
 from harness import header
+from pgolf.data.encode import document_tokens
 from pgolf.ops.newton_schulz import newton_schulz
 
 
@@ -38,7 +39,7 @@ def real_momenta(steps=30):
     """Nesterov momenta of the smoke model's matrices over its first steps (the inputs Muon orthogonalises)."""
     from pgolf.config import load_config
     from pgolf.data.embedded import bbc_news_documents
-    from pgolf.data.tokenizer import train_tokenizer
+    from pgolf.data.tokenizer_training import train_tokenizer
     from pgolf.model import GPT
     from pgolf.optim.build import build_optimizers
     import tempfile, numpy as np
@@ -46,7 +47,7 @@ def real_momenta(steps=30):
     docs = bbc_news_documents()
     with tempfile.TemporaryDirectory() as tmp:
         tok = train_tokenizer(docs[:600], f"{tmp}/t.model", 1024)
-        stream = np.concatenate([tok.document_tokens(d) for d in docs[:600]])
+        stream = np.concatenate([document_tokens(tok, d) for d in docs[:600]])
     cfg = load_config("smoke", env={})
     torch.manual_seed(0)
     model = GPT(cfg.model)

@@ -118,8 +118,8 @@ def _ce_grads(fn, leaves):
 
 
 def ce_checks(ctx: Context) -> list[Check]:
-    from pgolf.ops.softcapped_ce import (linear_softcapped_cross_entropy, reference_softcapped_ce,
-                                         softcapped_cross_entropy)
+    from pgolf.ops.reference import reference_softcapped_ce
+    from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
     n, v, d = (96, 160, 32) if ctx.dry_run else (65_536, 8192, 512)
     logits, targets, weights = _ce_inputs(ctx, n, v, 1)
@@ -307,7 +307,8 @@ def ns_checks(ctx: Context) -> list[Check]:
 def ns_five_steps(ctx: Context) -> None:
     """The production call (5 steps) against fp64: a figure (bf16 through five steps lands near
     1e-2 by itself, so it cannot be a pass/fail comparison); the gap in singular values too."""
-    from pgolf.ops.newton_schulz import coefficient_schedule, newton_schulz, newton_schulz_reference
+    from pgolf.ops.newton_schulz import coefficient_schedule, newton_schulz
+    from pgolf.ops.reference import newton_schulz_reference
     from suite_core import rel_error, sv_error
 
     for b, m, n in ns_check_banks(ctx)[:1] if ctx.dry_run else ns_check_banks(ctx):

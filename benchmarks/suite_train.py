@@ -145,7 +145,8 @@ STEP_LINE = re.compile(r"step:(\d+)/\d+ train_loss:\S+ train_time:(\d+(?:\.\d+)?
 
 def write_reference_data(directory: Path, vocab: int, train_tokens: int, val_tokens: int) -> None:
     """Synthetic shards in the challenge's format (pgolf writes the same format)."""
-    from pgolf.data.shards import shard_name, write_shard
+    from pgolf.data.shard_writer import write_shard
+    from pgolf.data.shards import shard_name
 
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ def prepare_demo_data(workdir: str | Path, progress: bool = True) -> tuple[Path,
     """The embedded corpus as challenge-format shards: (data directory, tokenizer path)."""
     from pgolf.data.embedded import bbc_news_documents
     from pgolf.data.prepare import PrepareOptions, prepare
-    from pgolf.data.tokenizer import train_tokenizer
+    from pgolf.data.tokenizer_training import train_tokenizer
 
     workdir = Path(workdir)
     docs = bbc_news_documents()

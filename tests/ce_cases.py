@@ -6,8 +6,8 @@ import itertools
 
 import torch
 
-from pgolf.ops.softcapped_ce import (linear_softcapped_cross_entropy, reference_softcapped_ce,
-                                     softcapped_cross_entropy)
+from pgolf.ops.reference import reference_softcapped_ce
+from pgolf.ops.softcapped_ce import linear_softcapped_cross_entropy, softcapped_cross_entropy
 
 # Odd sizes on purpose: N and V not multiples of any block, V not a power of two.
 N, V, D = 37, 1000, 48

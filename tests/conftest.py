@@ -56,7 +56,7 @@ def bbc_docs() -> list[str]:
 @pytest.fixture(scope="session")
 def own_tokenizer(tmp_path_factory, bbc_docs):
     """A 1024-piece tokenizer trained by the suite on 1,500 BBC articles (the rest are held out)."""
-    from pgolf.data.tokenizer import train_tokenizer
+    from pgolf.data.tokenizer_training import train_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "bbc_1024.model"
     return train_tokenizer(bbc_docs[:1500], path, vocab_size=1024)
@@ -64,7 +64,7 @@ def own_tokenizer(tmp_path_factory, bbc_docs):
 
 @pytest.fixture(scope="session")
 def own_caseops_tokenizer(tmp_path_factory, bbc_docs):
-    from pgolf.data.tokenizer import train_tokenizer
+    from pgolf.data.tokenizer_training import train_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "bbc_caseops_1024.model"
     return train_tokenizer(bbc_docs[:1500], path, vocab_size=1024, transform="caseops_v1")

@@ -87,7 +87,7 @@ def manifest_edit(edit):
 
 
 def _shard(path: Path, values) -> None:
-    from pgolf.data.shards import write_shard
+    from pgolf.data.shard_writer import write_shard
 
     write_shard(path, np.asarray(values, dtype=np.uint16))
 

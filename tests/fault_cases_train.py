@@ -19,7 +19,7 @@ def _shards(root, split="train"):
 
 
 def _empty_train_shards(root):
-    from pgolf.data.shards import write_shard
+    from pgolf.data.shard_writer import write_shard
 
     for p in _shards(root):
         write_shard(p, [])

@@ -2,7 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from pgolf.ops.gdn import gdn_chunk_scan, gdn_recurrent_reference
+from pgolf.ops.gdn import gdn_chunk_scan
+from pgolf.ops.reference import gdn_recurrent_reference
 
 
 def problem(b=2, t=37, h=2, k=12, v=20, dtype=torch.float32, seed=0, gate=0.5, n_seq=None):

@@ -6,7 +6,8 @@ import itertools
 
 import torch
 
-from pgolf.ops.leaky_relu2_mlp import leaky_relu_squared_mlp, reference_leaky_relu2_mlp
+from pgolf.ops.leaky_relu2_mlp import leaky_relu_squared_mlp
+from pgolf.ops.reference import reference_leaky_relu2_mlp
 
 # Odd sizes on purpose: rows, D and H multiples of no block size (the interpreter's blocks
 # are 16), and a 3-D input whose leading dims flatten to 37 rows.

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pgolf.config import ExportConfig, from_dict, load_config
+from pgolf.data.encode import document_tokens
 from pgolf.errors import PgolfError
 from pgolf.eval.evaluator import evaluate
 from pgolf.export import codecs
@@ -11,7 +12,8 @@ from pgolf.export import export as export_mod
 from pgolf.export.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
 from pgolf.export.code_size import count_code_bytes
 from pgolf.export.pack import code_files, pack
-from pgolf.export.export import ArtifactTooLarge, build_artifact, export_model, load_artifact_state
+from pgolf.export.export import ArtifactTooLarge, build_artifact
+from pgolf.export.offline import export_model, load_artifact_state
 from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.quant.recipe import quantize_state
 from pgolf.metric.bytes import ByteLUT
@@ -195,7 +197,7 @@ def test_wrapped_code_is_what_pgolf_submit_ships(tmp_path, monkeypatch):
 def test_eval_of_the_reloaded_file_equals_the_in_memory_quantized_model(trained_like, tmp_path, own_tokenizer,
                                                                        heldout_docs):
     model, cfg = trained_like
-    tokens = np.concatenate([own_tokenizer.document_tokens(d) for d in heldout_docs[:4]])
+    tokens = np.concatenate([document_tokens(own_tokenizer, d) for d in heldout_docs[:4]])
     lut = ByteLUT.from_sentencepiece(own_tokenizer.sp)
     val = ValSet(torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens)), "lut", 1)
     export_cfg = rtn(6, codec="lzma", layout="grouped", lqer_top=2)

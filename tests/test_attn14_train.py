@@ -4,7 +4,7 @@ import math
 
 from conftest import tiny_config, train_losses
 from pgolf.eval.scoring import score_artifact
-from pgolf.train.checkpoint import load_checkpoint
+from pgolf.train.checkpoint_read import load_checkpoint
 from pgolf.train.trainer import run_training
 
 RECORD_ATTENTION = ("model.attention.xsa=all", "model.attention.sparse_gate=true",

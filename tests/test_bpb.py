@@ -7,6 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp_mp
 
 from bpb_invariant import assert_bpb_invariant, decoded_document_bytes
+from pgolf.data.encode import document_tokens
 from pgolf.errors import PgolfError
 from pgolf.metric.bpb import BPBAccumulator, BPBResult
 from pgolf.metric.bytes import ByteLUT
@@ -14,7 +15,7 @@ from pgolf.metric.bytes import ByteLUT
 
 @pytest.fixture(scope="module")
 def val_stream(own_tokenizer, heldout_docs):
-    tokens = np.concatenate([own_tokenizer.document_tokens(d) for d in heldout_docs[:60]])
+    tokens = np.concatenate([document_tokens(own_tokenizer, d) for d in heldout_docs[:60]])
     lut = ByteLUT.from_sentencepiece(own_tokenizer.sp)
     return torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens))
 

@@ -16,14 +16,15 @@ import torch
 
 from bpb_invariant import decoded_document_bytes
 from conftest import CASEOPS_MODEL, shared_tokenizer_paths
-from pgolf.data.caseops import encode_caseops
+from pgolf.data.caseops_codec import encode_caseops
+from pgolf.data.encode import document_tokens, encode_with_surfaces
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.metric.bytes import SPACE, ByteLUT, position_bytes_for
 
 
 def stream(tok, docs):
-    return np.concatenate([tok.document_tokens(d) for d in docs])
+    return np.concatenate([document_tokens(tok, d) for d in docs])
 
 
 def lut_total(tok, tokens):
@@ -144,5 +145,5 @@ def test_self_trained_caseops_tokenizer_reserves_operators(own_caseops_tokenizer
     tok = own_caseops_tokenizer
     assert tok.transform == "caseops_v1"
     assert [tok.sp.id_to_piece(i) for i in range(4, 8)] == ["\ue001", "\ue002", "\ue003", "\ue004"]
-    ids, surfaces = tok.encode_with_surfaces(encode_caseops(heldout_docs[0].strip()))
+    ids, surfaces = encode_with_surfaces(tok, encode_caseops(heldout_docs[0].strip()))
     assert "".join(surfaces) != heldout_docs[0]  # surfaces are slices of the transformed text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.data import shards
+from pgolf.data import shard_writer, shards
 from pgolf.data.calibration import ShuffledSequenceLoader
 from pgolf.data.shards import ShardError
 from pgolf.errors import PgolfError
@@ -81,7 +81,7 @@ def test_bad_setups_are_clear_errors(tiny_data, tmp_path):
     with pytest.raises(ShardError, match="fineweb_train_000007.bin"):
         ShuffledSequenceLoader([*_files(tiny_data), bad], rank=0, world=1, seq_len=64, vocab_size=VOCAB)
     big = tmp_path / "fineweb_train_000000.bin"
-    shards.write_shard(big, np.full(5000, 1500, np.uint16))
+    shard_writer.write_shard(big, np.full(5000, 1500, np.uint16))
     with pytest.raises(ShardError, match="token id 1500 out of range"):
         ShuffledSequenceLoader([big], rank=0, world=1, seq_len=64, vocab_size=VOCAB).next_batch(2)
 

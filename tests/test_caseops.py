@@ -2,8 +2,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgolf.data.caseops import (ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, CaseOpsDecoder, CaseOpsError,
-                                decode_caseops, encode_caseops, original_byte_counts)
+from pgolf.data.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE
+from pgolf.data.caseops_codec import CaseOpsDecoder, CaseOpsError, decode_caseops, encode_caseops, original_byte_counts
+from pgolf.data.encode import encode_with_surfaces
 
 # Text that exercises every rule: mixed-case ASCII words, separators, non-ASCII letters and literal operators.
 tricky = st.text(alphabet=st.sampled_from(list("aAbBzZqQ '1_-\n\té日😀") + list(OPERATORS)), max_size=60)
@@ -68,7 +69,7 @@ def test_real_caseops_tokenizer_sidecar_sums_to_original_bytes(fineweb_docs):
     assert tok.transform == "caseops_v1"
     for doc in fineweb_docs[:100]:
         assert doc == doc.strip()  # the normalizer drops outer whitespace, which no surface covers
-        ids, surfaces = tok.encode_with_surfaces(encode_caseops(doc))
+        ids, surfaces = encode_with_surfaces(tok, encode_caseops(doc))
         counts = surface_bytes(tok, surfaces)
         assert sum(counts) == len(doc.encode("utf-8"))
         assert all(c == 0 for i, c in zip(ids, counts) if 4 <= i <= 7)  # operator pieces carry no bytes

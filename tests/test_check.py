@@ -17,6 +17,7 @@ from pgolf.data import shards
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.metric.bytes import ByteLUT
 from pgolf.metric.ledger import ScoreLedger
+from pgolf.metric.ledger_audit import c3_violations, load_ledger, reads, update_positions
 from pgolf.metric.valset import ValSet, load_val_set
 from pgolf.model import GPT
 from pgolf.model.embeddings import InputGatedSmearGate, SmearGate
@@ -236,22 +237,22 @@ def test_ledger_rules_and_roundtrip(tmp_path):
     ledger.scored([4, 5])
     ledger.update([3, 4, 5, 6])  # 6 not scored yet
     ledger.scored([6, 7, 8, 9])
-    total, found = ledger.c3_violations()
+    total, found = c3_violations(ledger)
     assert total == 1
     assert (found[0].update, found[0].position) == (2, 6)
     ledger.save(tmp_path / "l.npz")
-    again = ScoreLedger.load(tmp_path / "l.npz")
-    assert again.updates == 2 and again.c3_violations()[0] == 1
+    again = load_ledger(tmp_path / "l.npz")
+    assert again.updates == 2 and c3_violations(again)[0] == 1
     assert np.array_equal(again.scored_after, ledger.scored_after)
     with np.load(tmp_path / "l.npz") as z:  # an edited ledger (update 2 "scored" first) is refused
         edited = {k: z[k] for k in z.files}
     edited["scored_after"][6] = 0
     np.savez(tmp_path / "edited.npz", **edited)
     with pytest.raises(PgolfError, match="does not match its checksum"):
-        ScoreLedger.load(tmp_path / "edited.npz")
+        load_ledger(tmp_path / "edited.npz")
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(PgolfError, match="not a readable score ledger"):
-        ScoreLedger.load(tmp_path / "bad.npz")
+        load_ledger(tmp_path / "bad.npz")
 
 
 def test_perturbation_changes_every_later_token_and_keeps_documents():
@@ -304,9 +305,9 @@ def test_ledger_keeps_ranges_and_judges_each_position():
     ledger.update(np.r_[10:20, 30:35, 398:402])  # 400, 401 not scored yet
     ledger.scored(np.arange(400, 1000))
     ledger.update(rng.permutation(np.r_[0:1000]))  # repeats and order do not matter
-    total, found = ledger.c3_violations()
+    total, found = c3_violations(ledger)
     assert total == 2 and [(v.update, v.position, v.scored_after) for v in found] == [(2, 400, 2), (2, 401, 2)]
-    assert ledger.reads() == 400 + 19 + 1000 and ledger._updates[2].tolist() == [[0, 999]]  # one range, 1000 reads
-    assert ledger.update_positions(2).tolist() == [*range(10, 20), *range(30, 35), 398, 399, 400, 401]
+    assert reads(ledger) == 400 + 19 + 1000 and ledger.read_ranges[2].tolist() == [[0, 999]]  # one range, 1000 reads
+    assert update_positions(ledger, 2).tolist() == [*range(10, 20), *range(30, 35), 398, 399, 400, 401]
     with pytest.raises(PgolfError, match="out of range"):
         ledger.update_ranges([5], [1000])

@@ -9,7 +9,7 @@ import pytest
 from pgolf.check.harness import format_table, run_checks
 from pgolf.check.modes import PackedDocsMode, WindowsMode
 from pgolf.config import NgramConfig
-from pgolf.eval.tilt import document_starts
+from pgolf.eval.ngram_tilt import document_starts
 from test_check import check_data, plan, tiny_model  # noqa: F401 - the fixture too
 
 # A low order and gate so the hints fire often on the check set's distinct paragraphs.
@@ -87,7 +87,8 @@ def test_f17_a_file_order_state_under_a_reordering_mode_fails_only_in_scoring_or
 def test_check_artifact_uses_its_recorded_eval_settings(check_data, tmp_path, capsys):  # noqa: F811
     from pgolf.cli import main
     from pgolf.config import load_config
-    from pgolf.export.export import export_model, run_meta
+    from pgolf.export.export import run_meta
+    from pgolf.export.offline import export_model
     from pgolf.model import GPT
 
     data, tok = check_data

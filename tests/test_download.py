@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pgolf.data import shards
+from pgolf.data import shard_writer, shards
 from pgolf.data.download import MirrorSource, download
 from pgolf.errors import PgolfError
 
@@ -17,11 +17,11 @@ def make_mirror(root: Path, n_train=5) -> Path:
     for dataset, sidecar in ((SP1024, False), (CASEOPS, True)):
         d = base / "datasets" / dataset
         d.mkdir(parents=True)
-        shards.write_shard(d / "fineweb_val_000000.bin", [1, 5, 6, 1, 7])
+        shard_writer.write_shard(d / "fineweb_val_000000.bin", [1, 5, 6, 1, 7])
         if sidecar:
-            shards.write_shard(d / "fineweb_val_bytes_000000.bin", [0, 3, 1, 0, 2])
+            shard_writer.write_shard(d / "fineweb_val_bytes_000000.bin", [0, 3, 1, 0, 2])
         for i in range(n_train):
-            shards.write_shard(d / f"fineweb_train_{i:06d}.bin", [1, i, i])
+            shard_writer.write_shard(d / f"fineweb_train_{i:06d}.bin", [1, i, i])
     (base / "tokenizers").mkdir()
     for name in ("fineweb_1024_bpe.model", "fineweb_1024_bpe.vocab", "caseops.model"):
         (base / "tokenizers" / name).write_bytes(b"model bytes " + name.encode())

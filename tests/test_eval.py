@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bpb_invariant import assert_bpb_invariant, decoded_document_bytes
 from pgolf.config import load_config
+from pgolf.data.encode import document_tokens
 from pgolf.eval.evaluator import evaluate
 from pgolf.eval.windows import plan_windows
 from pgolf.metric.bytes import ByteLUT
@@ -36,7 +37,7 @@ def test_windows_score_every_target_once_with_enough_context(n, seq_len, stride_
 
 @pytest.fixture(scope="module")
 def tiny_eval(own_tokenizer, heldout_docs):
-    tokens = np.concatenate([own_tokenizer.document_tokens(d) for d in heldout_docs[:6]])
+    tokens = np.concatenate([document_tokens(own_tokenizer, d) for d in heldout_docs[:6]])
     lut = ByteLUT.from_sentencepiece(own_tokenizer.sp)
     val = ValSet(torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens)), "lut", 1)
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bpb_invariant import assert_bpb_invariant, decoded_document_bytes
 from pgolf.config import Config, NgramConfig, load_config
+from pgolf.data.encode import document_tokens
 from pgolf.distributed import DistEnv
 from pgolf.eval.clock import EvalClock, project, timed_eval, warn_if_over, within_budget
 from pgolf.eval.evaluator import evaluate
@@ -39,7 +40,7 @@ def _model(*overrides):
 
 
 def _val(tok, docs) -> ValSet:
-    tokens = np.concatenate([tok.document_tokens(d) for d in docs])
+    tokens = np.concatenate([document_tokens(tok, d) for d in docs])
     lut = ByteLUT.from_sentencepiece(tok.sp)
     return ValSet(torch.from_numpy(tokens.astype(np.int32)), lut.position_bytes(torch.from_numpy(tokens)), "lut",
                   tok.bos_id)
@@ -319,7 +320,7 @@ def test_in_file_order_the_document_spans_walk_the_stream_as_one(repeats):
     """The windows mode's hints (documents as target spans, file order) are the whole stream's walk; a
     reversed order gives other hints (the order reaches the state)."""
     from pgolf.ngram import build_hints
-    from pgolf.eval.tilt import document_starts, settings_of
+    from pgolf.eval.ngram_tilt import document_starts, settings_of
 
     tokens = repeats.tokens.numpy()
     whole = build_hints(tokens, 1024, settings=settings_of(NGRAM))

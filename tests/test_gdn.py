@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from gdn_cases import assert_matches_truth, cotangents_for, leaves, problem, run, truth
-from pgolf.ops.gdn import gdn_chunk_scan, gdn_chunk_scan_op, gdn_recurrent_reference, gdn_state_pass_op
+from pgolf.ops.gdn import gdn_chunk_scan, gdn_chunk_scan_op, gdn_state_pass_op
+from pgolf.ops.reference import gdn_recurrent_reference
 
 
 @pytest.mark.parametrize("chunk", [4, 16, 64])

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from conftest import shared_tokenizer_paths, tiny_config, train_losses
 from pgolf.config import load_config
+from pgolf.data.encode import document_tokens
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.eval.evaluator import evaluate
 from pgolf.eval.scoring import model_from_artifact
@@ -20,7 +21,7 @@ from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.embeddings import ngram_buckets
 from pgolf.model.gdn import GatedDeltaNet
 from pgolf.model.segments import DocSegments
-from pgolf.ops.gdn import gdn_recurrent_reference
+from pgolf.ops.reference import gdn_recurrent_reference
 from pgolf.optim.build import build_optimizers
 from pgolf.quant.qat import qat_layers
 from pgolf.quant.recipe import is_coded
@@ -185,7 +186,7 @@ def test_pr1791_byte_bug_on_gdn_scoring(fineweb_docs):
         pytest.skip("sp8192 model not in ../shared")
     tok = load_tokenizer(paths[0])
     docs = covered_docs(tok, fineweb_docs[:40])
-    tokens = torch.from_numpy(np.concatenate([tok.document_tokens(d) for d in docs]))
+    tokens = torch.from_numpy(np.concatenate([document_tokens(tok, d) for d in docs]))
     model = tiny_gdn("model.vocab_size=8192").eval()
     scores = {}
     for name, lut in (("canonical", ByteLUT.from_sentencepiece(tok.sp)), ("pr1791", pr1791_lut(tok.sp))):

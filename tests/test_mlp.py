@@ -10,7 +10,7 @@ from pgolf.errors import PgolfError
 from pgolf.eval.scoring import model_from_artifact
 from pgolf.model import GPT
 from pgolf.model.mlp import FusedSquaredMLP, LeakyReluSquaredMLP, ReluSquaredMLP, build_mlp
-from pgolf.ops.leaky_relu2_mlp import reference_leaky_relu2_mlp
+from pgolf.ops.reference import reference_leaky_relu2_mlp
 from pgolf.quant.hessians import HessianCollector
 from pgolf.train.trainer import run_training
 

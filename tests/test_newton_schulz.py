@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pgolf.ops.newton_schulz import (coefficient_schedule, newton_schulz, newton_schulz_op,
-                                     newton_schulz_reference)
+from pgolf.ops.newton_schulz import coefficient_schedule, newton_schulz, newton_schulz_op
+from pgolf.ops.reference import newton_schulz_reference
 
 SHAPES = [(3, 37, 53), (3, 53, 37), (2, 64, 64)]  # wide, tall (transposed inside), square
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TOKENIZERS
+from pgolf.data.encode import document_tokens
 from pgolf.errors import PgolfError
 from pgolf.ngram import NgramSettings, build_hints, doc_starts_at_bos, native, native_available
 from pgolf.ngram.reference import reference_hints
@@ -85,7 +86,7 @@ def real_stream(fineweb_docs):
         pytest.skip(f"{path} not present (../shared)")
     tok = load_tokenizer(path)
     docs = fineweb_docs[:120] + fineweb_docs[10:14] + fineweb_docs[120:160]
-    tokens = np.concatenate([tok.document_tokens(d) for d in docs]).astype(np.uint16)
+    tokens = np.concatenate([document_tokens(tok, d) for d in docs]).astype(np.uint16)
     return tokens, tok.vocab_size, tok.bos_id
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_config, train_losses
-from pgolf.train.checkpoint import load_checkpoint
+from pgolf.train.checkpoint_read import load_checkpoint
 from pgolf.train.trainer import run_training
 
 RECORD_OPTIM = ["optim.ema_decay=0.8", "train.warmdown_iters=0", "train.warmdown_frac=0.6", "train.min_lr=0.2",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pgolf.data import shards
+from pgolf.data import shard_writer, shards
 from pgolf.data.overlap import hash_documents, scan_overlap, tokens_per_step
 
 BOS = 1
@@ -20,7 +20,7 @@ def _stream(docs):
 
 def _write(directory, split, stream, shard_tokens):
     for i, lo in enumerate(range(0, stream.size, shard_tokens)):
-        shards.write_shard(directory / shards.shard_name(split, i), stream[lo:lo + shard_tokens])
+        shard_writer.write_shard(directory / shards.shard_name(split, i), stream[lo:lo + shard_tokens])
 
 
 def test_hash_is_per_document_content_and_carries_tails():

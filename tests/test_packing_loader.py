@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.data import shards
+from pgolf.data import shard_writer, shards
 from pgolf.data.packing import DocumentPackingLoader, _first_bos, build_cu_seqlens, segment_starts
 from pgolf.data.shards import ShardError
 from pgolf.errors import PgolfError
@@ -165,7 +165,7 @@ def test_padding_is_static_and_warm_up_lengths_cover_it(tiny_data):
 
 def test_warm_up_lengths_at_the_record_shape(tmp_path):
     path = tmp_path / "fineweb_train_000000.bin"
-    shards.write_shard(path, np.r_[1, np.full(98_304, 5)].astype(np.uint16))
+    shard_writer.write_shard(path, np.r_[1, np.full(98_304, 5)].astype(np.uint16))
     loader = DocumentPackingLoader([path], rank=0, world=1, local_tokens=98_304, seq_len=2048, vocab_size=VOCAB)
     # 98,304 / 1024 = 96 segments at least -> 97 entries -> the 128 bucket; the records warm 64..256
     assert loader.cu_lengths(1024, 256) == [128, 192, 256] and loader.cu_lengths(2048, 256) == [64, 128, 192, 256]
@@ -190,11 +190,11 @@ def test_bad_data_gets_clear_errors(tiny_data, tmp_path):
     with pytest.raises(PgolfError, match="no train shard holds one step"):
         DocumentPackingLoader(files, rank=0, world=8, local_tokens=8000, seq_len=256, vocab_size=VOCAB)
     no_bos = tmp_path / "fineweb_train_000000.bin"
-    shards.write_shard(no_bos, np.full(10_000, 7, np.uint16))
+    shard_writer.write_shard(no_bos, np.full(10_000, 7, np.uint16))
     with pytest.raises(ShardError, match="no BOS"):
         DocumentPackingLoader([no_bos], rank=0, world=1, local_tokens=100, seq_len=64, vocab_size=VOCAB).next_batch()
     big = tmp_path / "fineweb_train_000001.bin"
-    shards.write_shard(big, np.r_[1, np.full(500, 2000)].astype(np.uint16))
+    shard_writer.write_shard(big, np.r_[1, np.full(500, 2000)].astype(np.uint16))
     with pytest.raises(ShardError, match="token id 2000 out of range"):
         DocumentPackingLoader([big], rank=0, world=1, local_tokens=100, seq_len=64, vocab_size=VOCAB).next_batch()
     loader = _loader(tiny_data)

@@ -7,6 +7,7 @@ import pytest
 from bpb_invariant import decoded_document_bytes
 from conftest import CASEOPS_MODEL
 from pgolf.data import shards
+from pgolf.data.encode import document_tokens
 from pgolf.data.inspect import inspect_dataset
 from pgolf.data.prepare import PrepareOptions, prepare
 from pgolf.data.tokenizer import load_tokenizer
@@ -38,8 +39,8 @@ def test_shards_hold_bos_prefixed_documents_in_order(tmp_path, corpus, own_token
     manifest = run(corpus, own_tokenizer, tmp_path)
     val = shards.load_split(tmp_path, "val", own_tokenizer.vocab_size)
     train = shards.load_split(tmp_path, "train", own_tokenizer.vocab_size)
-    assert np.array_equal(val, np.concatenate([own_tokenizer.document_tokens(d) for d in docs[:60]]))
-    assert np.array_equal(train, np.concatenate([own_tokenizer.document_tokens(d) for d in docs[60:]]))
+    assert np.array_equal(val, np.concatenate([document_tokens(own_tokenizer, d) for d in docs[:60]]))
+    assert np.array_equal(train, np.concatenate([document_tokens(own_tokenizer, d) for d in docs[60:]]))
     assert int((val == own_tokenizer.bos_id).sum()) == 60 and own_tokenizer.sp.eos_id() not in val
     assert len(manifest["splits"]["train"]["shards"]) > 1  # the stream was cut at 9000 tokens
     assert all(shards.read_header(tmp_path / s["name"]) == 9000 for s in manifest["splits"]["train"]["shards"][:-1])

@@ -17,7 +17,7 @@ from pgolf.quant.gptq import gptq_codes
 from pgolf.quant.lqer import lqer_correction, lqer_parts
 from pgolf.quant.packing import pack, packed_row_bytes, unpack
 from pgolf.quant.recipe import quantize_state
-from pgolf.train.checkpoint import load_checkpoint
+from pgolf.train.checkpoint_read import load_checkpoint
 from pgolf.train.trainer import run_training
 
 

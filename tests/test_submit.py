@@ -60,9 +60,15 @@ def test_closure_per_preset_holds_only_what_its_options_run():
             "pgolf.quant.gptq", "pgolf.data.caseops", "pgolf.eval.ttt.engine", "pgolf.model.lora",
             "pgolf.data.packing"} <= record  # its LoRA TTT and packed rows
     assert not record & (GDN_ONLY | PACKER | {"pgolf.quant.qat", "pgolf.ops.int6_matmul", "pgolf.quant.awq"})
-    assert not any(m.startswith("pgolf.ngram") for m in record)  # the tilt is frontier's
+    assert "pgolf.train.resume" not in record and "pgolf.train.resume" in import_closure(
+        preset("record_1855", "run.resume=x.pt")).modules  # continuing a run is an option; checkpoints are written
+    assert "pgolf.train.checkpoint" in record and "pgolf.train.checkpoint_read" not in record
+    assert not any(m.startswith("pgolf.ngram") for m in record) and "pgolf.eval.ngram_tilt" not in record  # frontier's
+    assert "pgolf.eval.ttt.sliding" not in record  # its lora_ttt needs the TTT package, not the sliding mode
+    sliding = set(import_closure(preset("record_1855", "eval.mode=sliding_ttt")).modules)
+    assert {"pgolf.eval.ttt.sliding", "pgolf.eval.ttt.global_sgd"} <= sliding
     frontier = set(import_closure(preset("frontier")).modules)
-    assert {"pgolf.ngram.state", "pgolf.ngram.share", "pgolf.ngram.tilt"} <= frontier
+    assert {"pgolf.ngram.state", "pgolf.ngram.share", "pgolf.ngram.tilt", "pgolf.eval.ngram_tilt"} <= frontier
 
 
 def test_an_optional_module_imported_at_module_level_is_refused(monkeypatch):
@@ -126,6 +132,21 @@ def test_packed_recipe_is_the_config(tmp_path):
     for key in RUN_ONLY:
         got["run"].pop(key), want["run"].pop(key)
     assert got == want
+
+
+def test_a_packed_script_given_run_resume_says_it_has_no_resume_code(tmp_path, tiny_data, packed_smoke):
+    """A packed script reproduces a run from scratch: run.resume's code (pgolf.train.resume) is not in it, and
+    asking for it is a clear error before the run directory exists, not an ImportError."""
+    data, tok = tiny_data
+    script = tmp_path / "train_gpt.py"
+    script.write_bytes(packed_smoke.script)
+    args = [*TINY, f"data.path={data}", f"data.tokenizer={tok}", f"run.out_dir={tmp_path}", "run.name=r",
+            f"run.resume={tmp_path / 'checkpoint.pt'}"]
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=_package_env(), timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "train_gpt.py: error: run.resume=" in proc.stderr and "no resume code" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "r").exists()
 
 
 def _package_env():

@@ -1,6 +1,7 @@
 import pytest
 
-from pgolf.data.tokenizer import load_tokenizer, train_tokenizer
+from pgolf.data.tokenizer import load_tokenizer
+from pgolf.data.tokenizer_training import train_tokenizer
 from pgolf.errors import PgolfError
 
 

@@ -16,7 +16,7 @@ from pgolf.errors import PgolfError
 from pgolf.eval.scoring import score_artifact
 from pgolf.optim.schedule import LRSchedule
 from pgolf.train import clock as clock_module
-from pgolf.train.checkpoint import load_checkpoint
+from pgolf.train.checkpoint_read import load_checkpoint
 from pgolf.train.trainer import Trainer, run_training
 
 # One block whose MLP matrices (5 x 128 x 128 > 65,536 weights) export as int6 codes, so late QAT has layers to act on.

@@ -21,6 +21,7 @@ from pgolf.eval.ttt.documents import (Doc, PublicBOS, batch_queue, chunk_size_fo
                                       phase_boundaries, queue_order, split_documents)
 from pgolf.eval.ttt.engine import lora_sites, run_lora_ttt
 from pgolf.metric.ledger import ScoreLedger
+from pgolf.metric.ledger_audit import c3_violations, update_positions
 from pgolf.metric.valset import ValSet
 from pgolf.model import GPT
 from pgolf.model.lora import DocLoRA, lora_parameter_count
@@ -123,14 +124,14 @@ def test_document_bos_reads_are_public_other_reads_are_not():
     view = PublicBOS(ledger, split_documents(tokens, 1))
     view.scored([4, 5])
     view.update(torch.arange(3, 6))  # doc 2 read from its BOS (3, scored as doc 1's last target later)
-    assert ledger.c3_violations() == (0, []) and view.updates == 1
+    assert c3_violations(ledger) == (0, []) and view.updates == 1
     view.update([2, 3])  # position 2 is a target not yet scored
-    assert ledger.c3_violations()[0] == 1
+    assert c3_violations(ledger)[0] == 1
     view.update_ranges([3, 0], [5, 1])  # as ranges: 3 (public) dropped, 4-5 scored; 0 public, 1 not scored
     view.update_ranges([0], [5])  # a range over a document boundary: 1, 2 unscored, 0 and 3 public
-    total, found = ledger.c3_violations()
+    total, found = c3_violations(ledger)
     assert total == 1 + 1 + 2 and [(v.update, v.position) for v in found] == [(2, 2), (3, 1), (4, 1), (4, 2)]
-    assert ledger.update_positions(4).tolist() == [1, 2, 4, 5]
+    assert update_positions(ledger, 4).tolist() == [1, 2, 4, 5]
 
 
 def test_phase_boundaries_are_the_records():
@@ -148,7 +149,7 @@ def test_c3_by_the_ledger_and_c4_totals_equal_the_plain_eval(setup):
     plain = evaluate(model, val, 48, 0, 4)
     assert (report.result.token_count, report.result.byte_count) == (plain.token_count, plain.byte_count)
     assert report.updates > 0 and report.ledger.updates == report.updates
-    assert report.ledger.c3_violations() == (0, [])
+    assert c3_violations(report.ledger) == (0, [])
     assert (report.ledger.times_scored[1:] == 1).all()  # and the ledger saw every target once
     assert report.bos_targets == 13  # each document boundary but the first position
     assert report.records_comparable_bpb < report.result.val_bpb
@@ -165,7 +166,7 @@ def test_a_planted_engine_that_updates_before_scoring_is_caught(setup, monkeypat
 
     monkeypatch.setattr(engine.BatchRunner, "chunk", train_then_score)
     report = run_lora_ttt(model, val, TTT, CPU)
-    total, found = report.ledger.c3_violations()
+    total, found = c3_violations(report.ledger)
     assert total > 0 and found[0].update == 1
 
 
@@ -223,7 +224,7 @@ def test_phases_train_the_base_on_the_first_scored_documents_in_queue_order(setu
     report = run_lora_ttt(model, val, ttt, CPU, global_step=standin_global_sgd(calls))
     order = queue_order(val, ttt)
     assert calls == [order[:3], order[:6]] and report.phase_steps == [2, 2]
-    assert report.ledger.c3_violations() == (0, [])
+    assert c3_violations(report.ledger) == (0, [])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.requires_grad for p in model.parameters())  # restored after the run
     with pytest.raises(PgolfError, match="global SGD"):
@@ -239,7 +240,7 @@ def test_a_phase_that_reads_unscored_documents_is_caught(setup):
         return standin_global_sgd([])(model, tokens, list(docs) + late, ledger, env)
 
     report = run_lora_ttt(model, val, replace(TTT, phases=1, prefix_docs=4), CPU, global_step=peeks)
-    assert report.ledger.c3_violations()[0] > 0
+    assert c3_violations(report.ledger)[0] > 0
 
 
 def test_masks_reduce_the_trainable_set(setup):
@@ -269,7 +270,7 @@ def _rank(rank, store, out):
         ttt = replace(TTT, warm_start_a=False, phases=1, prefix_docs=6)
         report = run_lora_ttt(model, val, ttt, DistEnv(rank, 2, 0, torch.device("cpu")),
                               global_step=standin_global_sgd([]))
-        out[rank] = {**report.result.as_dict(), "c3": report.ledger.c3_violations()[0], "batches": report.batches}
+        out[rank] = {**report.result.as_dict(), "c3": c3_violations(report.ledger)[0], "batches": report.batches}
     finally:
         dist.destroy_process_group()
 
@@ -288,7 +289,7 @@ def test_two_ranks_give_the_score_of_one(tmp_path):
 
 
 def test_queue_document_indices_number_the_tilts_documents_in_queue_order(setup):
-    from pgolf.eval.tilt import document_starts
+    from pgolf.eval.ngram_tilt import document_starts
     from pgolf.eval.ttt.documents import queue_document_indices
 
     _, val = setup

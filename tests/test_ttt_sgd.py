@@ -15,6 +15,7 @@ from pgolf.eval.ttt.global_sgd import GlobalSGDSettings, global_sgd, packs_spans
 from pgolf.eval.ttt.sliding import (chunk_bounds, score_chunk, settings_for, sliding_ttt_mode, train_chunk)
 from pgolf.eval.windows import plan_windows
 from pgolf.metric.ledger import ScoreLedger
+from pgolf.metric.ledger_audit import c3_violations
 from pgolf.metric.valset import ValSet
 
 BOS, VOCAB, SEQ = 1, 64, 64
@@ -76,7 +77,7 @@ def test_sliding_ttt_scores_every_target_once_before_training_on_it_and_gains():
     assert (out.ledger.times_scored[1:] == 1).all()
     chunks = chunk_bounds(len(val), 256)
     assert out.ledger.updates == (len(chunks) - 1) * 2  # 4 rows per chunk fit one step; 2 epochs; none after the last
-    assert out.ledger.c3_violations() == (0, [])
+    assert c3_violations(out.ledger) == (0, [])
     assert out.result.val_bpb < plain.val_bpb - 0.05, (out.result.val_bpb, plain.val_bpb)
     assert set(out.seconds) == {"scoring", "ttt"} and out.seconds["ttt"] > 0
     assert same_weights(before, weights(model))  # the mode leaves the model as it came
@@ -93,7 +94,7 @@ def test_a_planted_sliding_ttt_that_trains_before_scoring_is_caught():
         train_chunk(model, val.tokens, a, b, opt, params, settings, ledger, CPU)  # planted: update first
         score_chunk(model, val, plan, a, b, acc, ledger, 8, CPU)
     acc.result()  # coverage alone cannot see it ...
-    bad, first = ledger.c3_violations()
+    bad, first = c3_violations(ledger)
     assert bad > 0 and first[0].update == 1  # ... the ledger can
 
 
@@ -165,11 +166,11 @@ def test_global_sgd_after_scoring_holds_c3_and_before_it_is_caught():
     ledger = ScoreLedger(len(val))
     ledger.scored(torch.arange(1, len(val)))
     assert _global(tiny_model(), val.tokens, docs, ledger) == ledger.updates == full * 2
-    assert ledger.c3_violations() == (0, [])
+    assert c3_violations(ledger) == (0, [])
     planted = ScoreLedger(len(val))
     planted.scored(torch.arange(1, docs[0][0]))  # the first document in order is not scored yet
     _global(tiny_model(), val.tokens, docs, planted)
-    bad, found = planted.c3_violations()
+    bad, found = c3_violations(planted)
     assert bad > 0 and found[0].update == 1 and docs[0][0] <= found[0].position <= docs[0][1]
 
 
@@ -200,7 +201,7 @@ def test_a_document_isolating_model_trains_on_rows_packed_across_documents():
         handle.remove()
     assert all(x.shape == (256 // SEQ, SEQ) for x in rows)  # 4 full rows per chunk, no padding
     assert any(bool((x[:, 1:] == BOS).any()) for x in rows)  # documents meet inside a row (the model splits there)
-    assert ledger.c3_violations() == (0, [])
+    assert c3_violations(ledger) == (0, [])
 
 
 def test_settings_come_from_the_ttt_section():
@@ -238,7 +239,7 @@ def _rank(rank, store, val, out):
         model = tiny_model()
         docs, _ = _docs_and_chunks(val)
         _global(model, val.tokens, docs, env=env)
-        out[rank] = (outcome.result.as_dict(), outcome.ledger.c3_violations()[0], weights(model))
+        out[rank] = (outcome.result.as_dict(), c3_violations(outcome.ledger)[0], weights(model))
     finally:
         dist.destroy_process_group()
 

@@ -31,9 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.check.modes import EvalMode, Scored
-from pgolf.data import caseops, shards
+from pgolf.data import caseops_codec, shards
 from pgolf.data.tokenizer import IDENTITY, Tokenizer
 from pgolf.metric.ledger import ScoreLedger
+from pgolf.metric.ledger_audit import c3_violations, reads
 
 
 @dataclass(frozen=True)
@@ -171,12 +172,12 @@ def check_c2(base: Scored, tokens: Tensor, samples: int = 256, atol: float = 1e-
 # -- C3 --------------------------------------------------------------------------------------
 
 def check_c3(ledger: ScoreLedger) -> Outcome:
-    total, found = ledger.c3_violations()
+    total, found = c3_violations(ledger)
     method = f"score ledger: {ledger.updates} updates, each read only positions scored before it"
     if ledger.updates == 0:
         return Outcome("C3", method, True, "no adaptation: no update exists")
     if total == 0:
-        return Outcome("C3", method, True, f"{ledger.reads():,} "
+        return Outcome("C3", method, True, f"{reads(ledger):,} "
                                            "reads, all of scored positions")
     v = found[0]
     when = "never scored" if v.scored_after < 0 else f"scored after {v.scored_after} updates"
@@ -221,7 +222,7 @@ def decoded_bytes(tokens: np.ndarray, tokenizer: Tokenizer) -> int:
     docs = [tokens[a + (tokens[a] == bos):b].tolist() for a, b in zip(starts, [*starts[1:], tokens.size])]
     texts = tokenizer.sp.decode(docs)
     if tokenizer.transform != IDENTITY:
-        texts = [caseops.decode_caseops(t) for t in texts]
+        texts = [caseops_codec.decode_caseops(t) for t in texts]
     return sum(len(t.encode("utf-8")) for t in texts)
 
 

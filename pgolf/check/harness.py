@@ -19,7 +19,7 @@ from pgolf.check import conditions as c
 from pgolf.check.modes import EvalMode
 from pgolf.data.overlap import scan_overlap
 from pgolf.data.tokenizer import Tokenizer
-from pgolf.metric.ledger import ScoreLedger
+from pgolf.metric.ledger_audit import load_ledger
 from pgolf.metric.valset import ValSet, load_val_set
 
 ValLoader = Callable[[Path, Tokenizer], ValSet]
@@ -60,7 +60,7 @@ def run_checks(model: nn.Module, plan: CheckPlan) -> list[c.Outcome]:
                                          base, cuts=plan.cuts, tolerance=plan.tolerance))
     rows.append(c.check_c3(base.ledger))
     if plan.ledger is not None:
-        saved = c.check_c3(ScoreLedger.load(plan.ledger))
+        saved = c.check_c3(load_ledger(plan.ledger))
         rows.append(c.Outcome("C3", f"{saved.method} ({plan.ledger.name})", saved.passed, saved.detail))
     if plan.disjoint:
         rows.append(check_disjoint(plan.data_dir, plan.tokenizer.bos_id, plan.tokens_per_step, plan.workers))

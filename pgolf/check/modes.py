@@ -24,7 +24,7 @@ TTT, calibration and n-gram tilt of the evaluation issue) is checked by writing 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -34,11 +34,15 @@ from torch import Tensor, nn
 from pgolf.config import NgramConfig, TTTConfig
 from pgolf.distributed import DistEnv
 from pgolf.eval.evaluator import evaluate
-from pgolf.eval.tilt import NO_TILT, ScoreTilt, build_tilt, document_starts
+from pgolf.eval.ngram_tilt import document_starts
+from pgolf.eval.tilt import NO_TILT, build_tilt
 from pgolf.eval.windows import plan_doc_windows
 from pgolf.metric.bpb import BPBAccumulator, BPBResult
 from pgolf.metric.ledger import ScoreLedger
 from pgolf.metric.valset import ValSet
+
+if TYPE_CHECKING:
+    from pgolf.eval.tilt import ScoreTilt
 
 
 @dataclass

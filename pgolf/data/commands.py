@@ -70,7 +70,7 @@ def _prepare(args) -> None:
 
 def _tokenizer(args) -> None:
     from pgolf.data.documents import iter_documents
-    from pgolf.data.tokenizer import train_tokenizer
+    from pgolf.data.tokenizer_training import train_tokenizer
 
     tok = train_tokenizer(iter_documents(args.inputs, args.text_field), args.out, args.vocab_size,
                           transform=args.transform, user_symbols=args.user_symbol, max_docs=args.max_docs,

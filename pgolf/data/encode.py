@@ -12,17 +12,37 @@ import time
 
 import numpy as np
 
-from pgolf.data import caseops
-from pgolf.data.tokenizer import Tokenizer, apply_transform, load_tokenizer
+from pgolf.data import caseops, caseops_codec
+from pgolf.data.tokenizer import IDENTITY, TRANSFORMS, Tokenizer, load_tokenizer
 from pgolf.errors import PgolfError
 
 U16_MAX = np.iinfo(np.uint16).max
 
 
+def apply_transform(name: str, text: str) -> str:
+    if name == IDENTITY:
+        return text
+    if name == caseops.NAME:
+        return caseops_codec.encode_caseops(text)
+    raise PgolfError(f"unknown text transform {name!r}; expected one of {TRANSFORMS}")
+
+
+def encode_with_surfaces(tok: Tokenizer, text: str) -> tuple[list[int], list[str]]:
+    """Token ids and the surface slice of `text` each one covers."""
+    proto = tok.sp.encode(text, return_type="proto")
+    return [p.id for p in proto.pieces], [p.surface for p in proto.pieces]
+
+
+def document_tokens(tok: Tokenizer, text: str) -> np.ndarray:
+    """One document as the challenge stores it: [BOS] + encode(transform(text))."""
+    ids = tok.sp.encode(apply_transform(tok.transform, text), out_type=int)
+    return np.asarray([tok.bos_id, *ids], dtype=np.int64)
+
+
 def surface_bytes(tok: Tokenizer, surfaces: list[str]) -> list[int]:
     """Original UTF-8 bytes per token, from the surface slices it covers."""
     if tok.transform == caseops.NAME:
-        return caseops.original_byte_counts(surfaces)
+        return caseops_codec.original_byte_counts(surfaces)
     return [len(s.encode("utf-8")) for s in surfaces]
 
 
@@ -37,14 +57,14 @@ def encode_documents(tok: Tokenizer, texts: list[str], with_sidecar: bool) -> tu
     if with_sidecar:
         token_parts = []
         for text in transformed:
-            ids, surfaces = tok.encode_with_surfaces(text)
+            ids, surfaces = encode_with_surfaces(tok, text)
             counts = surface_bytes(tok, surfaces)
             if counts and max(counts) > U16_MAX:
                 raise PgolfError(f"a token covers {max(counts)} bytes of text, more than the uint16 sidecar can hold")
             token_parts.append([tok.bos_id, *ids])
             side_parts.append([0, *counts])
     else:
-        token_parts = [[tok.bos_id, *ids] for ids in tok.encode(transformed)]
+        token_parts = [[tok.bos_id, *ids] for ids in tok.sp.encode(transformed, out_type=int, num_threads=1)]
     tokens = np.fromiter(itertools.chain.from_iterable(token_parts), dtype=np.uint16)
     sidecar = np.fromiter(itertools.chain.from_iterable(side_parts), dtype=np.uint16) if with_sidecar else None
     return tokens, sidecar, sum(len(t.encode("utf-8")) for t in texts)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgolf.data import shards
+from pgolf.data import shard_writer, shards
 from pgolf.data.manifest import MANIFEST_NAME, read_manifest
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.errors import PgolfError
@@ -32,7 +32,7 @@ def _check_against_manifest(directory: Path, manifest: dict, verify_hashes: bool
             if verify_hashes and sha256_file(path) != f["sha256"]:
                 raise shards.ShardError(path, f"sha256 differs from {MANIFEST_NAME}: the file changed after it was written")
             checked += 1
-    extra = [p.name for p in shards.list_any_shards(directory) if p.name not in listed]
+    extra = [p.name for p in shard_writer.list_any_shards(directory) if p.name not in listed]
     if extra:
         raise shards.ShardError(directory / extra[0], f"not listed in {MANIFEST_NAME}: it was not written by this export")
     return checked

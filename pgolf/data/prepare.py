@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 import pgolf
-from pgolf.data import shards
+from pgolf.data import shard_writer, shards
 from pgolf.data.encode import encode_task, init_worker
 from pgolf.data.overlap import scan_overlap
 from pgolf.data.documents import expand_inputs, iter_documents
@@ -94,7 +94,7 @@ class _ShardSink:
     def _flush(self) -> None:
         if self.fill:
             path = self.directory / self.namer(len(self.written))
-            shards.write_shard(path, self.buffer[:self.fill])
+            shard_writer.write_shard(path, self.buffer[:self.fill])
             self.written.append(path)
             self.fill = 0
 
@@ -141,7 +141,7 @@ def _file_entry(path: Path) -> dict:
 
 
 def _existing_outputs(out_dir: Path) -> list[Path]:
-    return shards.list_any_shards(out_dir)
+    return shard_writer.list_any_shards(out_dir)
 
 
 def _check_options(opts: PrepareOptions) -> None:

@@ -3,7 +3,8 @@
 A shard is a 1024-byte header of 256 little-endian int32 (magic 20240520, version 1,
 token count n, zeros) followed by n little-endian uint16 values. Token shards hold token
 ids; sidecar shards (`fineweb_val_bytes_*.bin`, CaseOps) hold, per val token, the
-original UTF-8 bytes credited to it. Both share this module's reader and writer.
+original UTF-8 bytes credited to it. Both share this module's reader; the writer, which only
+the data tools run, is pgolf.data.shard_writer.
 
 Reads are memory-mapped and validated: magic, version, exact file size, and (when the
 vocabulary size is known) that every id is below it. A bad file raises `ShardError`
@@ -13,12 +14,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from pgolf.errors import PgolfError
-from pgolf.fileio import atomic_open
 
 MAGIC = 20240520
 VERSION = 1
@@ -30,8 +29,8 @@ MAX_TOKENS = 2**31 - 1  # the header stores the count as int32
 
 # Exact names only: a loose `fineweb_val_*.bin` glob also matches the `_bytes_` sidecars
 # and double-loads the val tokens (the PR #1738 bug, spec §3.4.3).
-_TOKEN_NAME = re.compile(r"fineweb_(train|val)_(\d{6})\.bin")
-_SIDECAR_NAME = re.compile(r"fineweb_val_bytes_(\d{6})\.bin")
+TOKEN_NAME = re.compile(r"fineweb_(train|val)_(\d{6})\.bin")
+SIDECAR_NAME = re.compile(r"fineweb_val_bytes_(\d{6})\.bin")
 SPLITS = ("train", "val")
 
 
@@ -54,7 +53,7 @@ def sidecar_name(index: int) -> str:
     return f"fineweb_val_bytes_{index:06d}.bin"
 
 
-def _sorted_matches(directory: Path, pattern: re.Pattern, split: str | None) -> list[Path]:
+def sorted_matches(directory: Path, pattern: re.Pattern, split: str | None) -> list[Path]:
     found = []
     for p in Path(directory).iterdir():
         m = pattern.fullmatch(p.name)
@@ -79,20 +78,12 @@ def list_token_shards(directory: str | Path, split: str) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise PgolfError(f"data directory {directory} does not exist")
-    return _check_consecutive(_sorted_matches(directory, _TOKEN_NAME, split), lambda i: shard_name(split, i))
+    return _check_consecutive(sorted_matches(directory, TOKEN_NAME, split), lambda i: shard_name(split, i))
 
 
 def list_sidecar_shards(directory: str | Path) -> list[Path]:
     """Val byte-sidecar shards in index order, numbered without gaps (empty when the dataset has none)."""
-    return _check_consecutive(_sorted_matches(Path(directory), _SIDECAR_NAME, None), sidecar_name)
-
-
-def list_any_shards(directory: str | Path) -> list[Path]:
-    """Every token and sidecar shard file in a directory, gaps or not (what an export would replace)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return [*_sorted_matches(directory, _TOKEN_NAME, None), *_sorted_matches(directory, _SIDECAR_NAME, None)]
+    return _check_consecutive(sorted_matches(Path(directory), SIDECAR_NAME, None), sidecar_name)
 
 
 def read_header(path: str | Path) -> int:
@@ -135,24 +126,6 @@ def read_shard(path: str | Path, vocab_size: int | None = None) -> np.ndarray:
             at = int(np.argmax(values >= vocab_size))
             raise ShardError(path, f"token id {top} out of range for vocab_size {vocab_size} (first bad id at index {at})")
     return values
-
-
-def write_shard(path: str | Path, values: np.ndarray | Sequence[int]) -> None:
-    """Write values as a shard, atomically (temp file, then rename)."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"shard values must be 1-D, got shape {arr.shape}")
-    if arr.size > MAX_TOKENS:
-        raise ValueError(f"{arr.size} values exceed the int32 header's limit of {MAX_TOKENS}")
-    if arr.dtype != VALUE_DTYPE:
-        if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.uint16).max):
-            raise ValueError(f"{path}: values must fit in uint16, got range [{arr.min()}, {arr.max()}]")
-        arr = arr.astype(VALUE_DTYPE)
-    header = np.zeros(HEADER_INTS, dtype=HEADER_DTYPE)
-    header[:3] = (MAGIC, VERSION, arr.size)
-    with atomic_open(path, "wb") as f:
-        f.write(header.tobytes())
-        f.write(arr.tobytes())
 
 
 def require_token_shards(directory: str | Path, split: str) -> list[Path]:

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pgolf.eval.tilt import NO_TILT, ScoreTilt
+from pgolf.eval.tilt import NO_TILT
 from pgolf.eval.windows import Windows, plan_windows
 from pgolf.metric.bpb import BPBResult
 from pgolf.metric.valset import ValSet
+
+if TYPE_CHECKING:
+    from pgolf.eval.tilt import ScoreTilt
 
 
 def autocast_for(device: torch.device):

@@ -1,13 +1,13 @@
 """The n-gram tilt in eval (frontier-spec F1): eval.ngram turned into the score every mode hands
 the accumulator.
 
-`build_tilt(cfg.ngram, val, vocab_size, env, order=...)` builds the hints once for all ranks
-(pgolf.ngram.share: rank 0 builds, the others memory-map its file) and returns a `ScoreTilt`;
-with eval.ngram.enabled false it returns `NO_TILT`, which scores the untilted NLL, so a mode
-never branches on the setting.
+`build_tilt(cfg.ngram, val, vocab_size, env, order=...)` returns a `ScoreTilt`: with
+eval.ngram.enabled false `NO_TILT`, which scores the untilted NLL, so a mode never branches on
+the setting; with it on, pgolf.eval.ngram_tilt's `NgramTilt` (that module is the option's own,
+imported only here, where it runs: pgolf.export.trace.OPTIONAL).
 
 For a mode's author (the TTT modes reuse this):
-- Documents are the val stream split at BOS (`document_starts`; a document's targets run through
+- Documents are the val stream split at BOS (`pgolf.eval.ngram_tilt.document_starts`; a document's targets run through
   the next BOS); `order` lists their indices in the order the mode scores them (its queue order;
   None: file order, which is the windows mode's stream order). The state is built in that order
   (F1.7): a hint is a function of the documents scored before its own and of its own document's
@@ -25,29 +25,20 @@ For a mode's author (the TTT modes reuse this):
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from pgolf.config import NgramConfig
-from pgolf.distributed import DistEnv, broadcast_object
+from pgolf.distributed import DistEnv
 from pgolf.metric.valset import ValSet
-from pgolf.data.shards import doc_starts_at_bos
 
-if TYPE_CHECKING:  # pgolf.ngram is imported only where the tilt is on (pgolf.export.trace.OPTIONAL)
-    from pgolf.ngram import Hints, NgramSettings
+if TYPE_CHECKING:  # the n-gram tilt is imported only where it is on (pgolf.export.trace.OPTIONAL)
+    from pgolf.eval.ngram_tilt import NgramTilt
 
 
-def _nll_and_log_p(logits: Tensor, targets: Tensor, hint: Tensor | None) -> tuple[Tensor, Tensor | None]:
+def nll_and_log_p(logits: Tensor, targets: Tensor, hint: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """-log p(target) and log p(hint) from logits [..., V], in fp32 (one logsumexp, two gathers)."""
     z = logits.float()
     lse = torch.logsumexp(z, dim=-1)
@@ -63,7 +54,7 @@ class NoTilt:
     enabled = False
 
     def score_logits(self, logits: Tensor, targets: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        nll, _ = _nll_and_log_p(logits, targets, None)
+        nll, _ = nll_and_log_p(logits, targets, None)
         return nll, nll.detach()
 
     def score_transform(self, log_probs: Tensor, positions: Tensor) -> Tensor:
@@ -76,44 +67,8 @@ class NoTilt:
 NO_TILT = NoTilt()
 
 
-@dataclass
-class NgramTilt:
-    """The tilt with hints for every stream position (-1: none), on the scoring device."""
-
-    hints: Tensor  # int32 [N]: the hint for the target at each stream position
-    beta: float
-    fired: int  # positions with a hint
-    backend: str  # what built them ("native", "numpy"), or where they came from
-
-    enabled = True
-
-    def hints_at(self, positions: Tensor) -> Tensor:
-        return self.hints[positions.long()]
-
-    def score_logits(self, logits: Tensor, targets: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        from pgolf.ngram.tilt import tilted_nll
-
-        hint = self.hints_at(positions)
-        nll, log_p_hint = _nll_and_log_p(logits, targets, hint)
-        return nll, tilted_nll(nll.detach(), log_p_hint.detach(), hint, targets, self.beta)
-
-    def score_transform(self, log_probs: Tensor, positions: Tensor) -> Tensor:
-        from pgolf.ngram.tilt import tilt_log_probs
-
-        return tilt_log_probs(log_probs, self.hints_at(positions), self.beta)
-
-    def forward_score(self, model: nn.Module, x: Tensor, y: Tensor, positions: Tensor) -> Tensor:
-        logits = model.logits(model.hidden(x))
-        return self.score_logits(logits, y, positions)[1]
-
-
-ScoreTilt = NoTilt | NgramTilt
-
-
-def settings_of(cfg: NgramConfig) -> NgramSettings:
-    from pgolf.ngram import NgramSettings
-
-    return NgramSettings(order=int(cfg.order), threshold=float(cfg.threshold), beta=float(cfg.beta))
+if TYPE_CHECKING:
+    ScoreTilt = NoTilt | NgramTilt
 
 
 def build_tilt(cfg: NgramConfig, val: ValSet, vocab_size: int, env: DistEnv, order=None,
@@ -123,46 +78,6 @@ def build_tilt(cfg: NgramConfig, val: ValSet, vocab_size: int, env: DistEnv, ord
     Every rank must call it (rank 0 builds; the others read its file)."""
     if not cfg.enabled:
         return NO_TILT
-    from pgolf.ngram.share import shared_hints
+    from pgolf.eval.ngram_tilt import build_ngram_tilt
 
-    settings = settings_of(cfg)
-    tokens = val.tokens.cpu().numpy()
-    with _shared_file(env) as path:
-        hints = shared_hints(tokens, vocab_size, path, doc_starts=target_spans(document_starts(tokens, val.bos_id)),
-                             order=order, settings=settings, backend=backend)
-        return _on_device(hints, val.tokens.device)
-
-
-def document_starts(tokens: np.ndarray, bos_id: int) -> np.ndarray:
-    """The eval's documents, as every mode splits the stream: a BOS and the tokens up to the next
-    one (a first document at 0 if the stream does not open with BOS; a BOS that is the stream's
-    last token starts none). A document's targets run through the next BOS, inclusive."""
-    return doc_starts_at_bos(np.asarray(tokens)[:-1], bos_id)
-
-
-def target_spans(starts: np.ndarray) -> np.ndarray:
-    """The n-gram state's document starts: each document's span is its targets (s_d, s_{d+1}], so the
-    hint for the next BOS is read from its own document's end, whatever order the documents are
-    walked in (position 0, never a target, rides with the first)."""
-    return np.concatenate([[0], starts[1:] + 1]).astype(np.int64)
-
-
-def _on_device(hints: Hints, device: torch.device) -> NgramTilt:
-    # a copy: a loaded file is a read-only memory map, and the device wants its own anyway
-    token = torch.from_numpy(np.array(hints.token, dtype=np.int32)).to(device)
-    return NgramTilt(token, hints.settings.beta, hints.fired, f"{hints.backend} ({hints.source})")
-
-
-@contextlib.contextmanager
-def _shared_file(env: DistEnv) -> Iterator[Path]:
-    """A path every rank of one machine agrees on (rank 0's temporary directory), removed once all
-    ranks have read it. The hints are a function of the stream and settings, never cached across runs."""
-    made = tempfile.mkdtemp(prefix="pgolf-ngram-") if env.is_main else None
-    folder = broadcast_object(made, env)
-    try:
-        yield Path(folder) / "hints.bin"
-    finally:
-        if env.distributed and dist.is_available() and dist.is_initialized():
-            dist.barrier()  # every rank has its copy before the file goes
-        if env.is_main and made is not None and os.path.isdir(made):
-            shutil.rmtree(made, ignore_errors=True)
+    return build_ngram_tilt(cfg, val, vocab_size, env, order, backend)

@@ -1,13 +1,13 @@
 """Export a trained model: quantize, lay out and compress, count the bytes, enforce the limit, write.
 
 The challenge's limit is on artifact + code: strictly below 16,000,000 bytes (decimal).
-`export_model` raises before anything is written if the total is at or above it.
+`write_export` raises before anything is written if the total is at or above it. Exporting a
+state dict outside a run (`pgolf export`, tests) is pgolf.export.offline.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,9 @@ import pgolf
 from pgolf.config import Config, ExportConfig, from_dict
 from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
-from pgolf.export.artifact import Artifact, StreamReport, encode_artifact, read_artifact, write_artifact
+from pgolf.export.artifact import Artifact, StreamReport, encode_artifact, write_artifact
 from pgolf.export.code_size import count_code_bytes
 from pgolf.model import Role, roles_for_config
-from pgolf.quant.encoding import dequantize_state_dict
 from pgolf.quant.recipe import quantize_state
 
 SIZE_LIMIT = 16_000_000
@@ -57,10 +56,6 @@ class ExportReport:
                 f" + code {self.code_bytes:,} B ({self.code_mode}) = {self.total_bytes:,} B, "
                 f"{self.headroom:,} B under the {SIZE_LIMIT:,} limit")
 
-    def parts_table(self) -> str:
-        return "\n".join(f"  {s.name:<10} {s.codec:<7} {s.raw_bytes:>12,} B raw -> {s.stored_bytes:>11,} B"
-                         for s in self.streams)
-
 
 def run_meta(cfg: Config, steps: int) -> dict:
     """What an artifact records about its training run, so `pgolf eval` can score it as trained.
@@ -90,17 +85,6 @@ def build_artifact(state: dict[str, Tensor], model_config: dict, cfg: ExportConf
     return Artifact(model_config, quantize_state(state, cfg, roles, hessians), meta, roles)
 
 
-def export_model(state: dict[str, Tensor], model_config: dict, cfg: ExportConfig, path: str | Path,
-                 meta: dict | None = None, hessians: dict[str, Tensor] | None = None,
-                 roles: dict[str, Role] | None = None, run_config: Config | None = None) -> tuple[ExportReport, Artifact]:
-    """Write the artifact if it and the code fit under the limit. The code counted is what a run of
-    `run_config` needs (default: the model and export settings given, every other section at its defaults)."""
-    t0 = time.perf_counter()
-    art = build_artifact(state, model_config, cfg, meta, hessians, roles)
-    quantize_seconds = time.perf_counter() - t0
-    return write_export(art, cfg, path, sum(t.numel() for t in state.values()), run_config, quantize_seconds), art
-
-
 def write_export(art: Artifact, cfg: ExportConfig, path: str | Path, params: int,
                  run_config: Config | None = None, quantize_seconds: float = 0.0) -> ExportReport:
     """Encode and write a built artifact (what a stage between quantization and writing, such as
@@ -118,9 +102,3 @@ def write_export(art: Artifact, cfg: ExportConfig, path: str | Path, params: int
             f"{report.total_bytes:,} B, which is not below the {SIZE_LIMIT:,}-byte limit")
     write_artifact(path, blob)
     return report
-
-
-def load_artifact_state(path: str | Path) -> tuple[dict, dict[str, Tensor]]:
-    """(model_config dict, dequantized state dict) from an artifact file."""
-    art = read_artifact(path)
-    return art.model_config, dequantize_state_dict(art.tensors)

@@ -51,7 +51,10 @@ OPTIONAL: dict[str, Callable[[Config], bool]] = {
     "pgolf.train.logit_calibration": lambda c: c.export.logit_calib,  # the fit (the stored map loads always)
     "pgolf.metric.token_features": lambda c: c.export.logit_calib,
     "pgolf.ngram": lambda c: c.eval.ngram.enabled,  # the n-gram tilt (and its native state build)
+    "pgolf.eval.ngram_tilt": lambda c: c.eval.ngram.enabled,  # eval's side of it (pgolf.eval.tilt has the untilted score)
     "pgolf.eval.ttt": lambda c: c.eval.mode in ("lora_ttt", "sliding_ttt"),
+    "pgolf.eval.ttt.sliding": lambda c: c.eval.mode == "sliding_ttt",  # the lora_ttt mode needs none of it
+    "pgolf.train.resume": lambda c: bool(c.run.resume),  # continuing from a checkpoint (and reading one back)
     "pgolf.eval.packed": lambda c: False,  # `pgolf eval --packed` only, never a run or a packed script
     # the packer's own tools: a packed script counts its own file instead (pgolf.export.code_size)
     "pgolf.export.trace": lambda c: False,

@@ -2,7 +2,7 @@
 
 Per head, with state S [K, V] (fp32), gate g_t <= 0 (log decay), β_t in (0, 1):
     S_t = e^{g_t}·S_{t-1} + k_t·(β_t·(v_t − e^{g_t}·S_{t-1}ᵀ k_t))ᵀ,     o_t = S_tᵀ (scale·q_t)
-(spec §6.1). `gdn_recurrent_reference` runs exactly that, token by token: the truth.
+(spec §6.1). `pgolf.ops.reference.gdn_recurrent_reference` runs exactly that, token by token: the truth.
 
 The chunked form processes C tokens at once. With Γ_i = exp(Σ_{j<=i} g_j) inside a chunk,
 the chunk's "pseudo-values" U solve a unit lower-triangular system (the WY / UT form):
@@ -39,29 +39,6 @@ DEFAULT_CHUNK = 64
 
 def _on_triton(q: Tensor) -> bool:
     return use_triton(q) and q.dtype != torch.float64  # fp64 (gradcheck) stays on the torch path
-
-
-def gdn_recurrent_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
-                            initial_state: Tensor | None = None, cu_seqlens: Tensor | None = None,
-                            scale: float | None = None) -> tuple[Tensor, Tensor]:
-    """Token-by-token recurrence in the inputs' dtype (fp64 in tests). Shapes as gdn_chunk_scan."""
-    b, t, h, kd = q.shape
-    scale = kd ** -0.5 if scale is None else scale
-    starts = _seq_bounds(b, t, cu_seqlens)
-    outs = torch.zeros(*v.shape, dtype=v.dtype, device=v.device)
-    finals = []
-    flat = [x.reshape(b * t, *x.shape[2:]) for x in (q, k, v, g, beta)]
-    for s, (lo, hi) in enumerate(starts):
-        state = (initial_state[s].to(q.dtype).clone() if initial_state is not None
-                 else torch.zeros(h, kd, v.shape[-1], dtype=q.dtype, device=q.device))
-        for i in range(lo, hi):
-            qi, ki, vi, gi, bi = (x[i] for x in flat)
-            state = torch.exp(gi)[:, None, None] * state
-            u = bi[:, None] * (vi - torch.einsum("hkv,hk->hv", state, ki))
-            state = state + torch.einsum("hk,hv->hkv", ki, u)
-            outs.view(b * t, h, -1)[i] = torch.einsum("hkv,hk->hv", state, qi * scale)
-        finals.append(state)
-    return outs, torch.stack(finals)
 
 
 def _boundaries(b: int, t: int, cu_seqlens: Tensor | None) -> Tensor:

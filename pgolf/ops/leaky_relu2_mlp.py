@@ -33,7 +33,8 @@ Accumulation is fp32; post comes from the fp32 accumulator (eager rounds pre fir
 act' from the stored pre, as eager autograd has it.
 
 The two fused GEMMs have a Triton kernel (pgolf_kernels.leaky_relu2_mlp) and a torch
-version used on CPU; `reference_leaky_relu2_mlp` (autograd, fp64 in tests) is the truth.
+version used on CPU; `pgolf.ops.reference.reference_leaky_relu2_mlp` (autograd, fp64 in tests) is
+the truth.
 """
 from __future__ import annotations
 
@@ -46,13 +47,6 @@ from torch import Tensor
 from pgolf.ops.backend import kernel_module, use_triton
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
-
-
-def reference_leaky_relu2_mlp(x: Tensor, w_up: Tensor, w_down: Tensor, negative_slope: float = 0.5,
-                              dtype=torch.float64) -> Tensor:
-    """The definition, in plain differentiable torch at `dtype`."""
-    pre = x.to(dtype) @ w_up.to(dtype).T
-    return F.leaky_relu(pre, negative_slope).square() @ w_down.to(dtype).T
 
 
 # ---------------------------------------------------------------------------------------

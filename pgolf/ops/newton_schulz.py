@@ -44,18 +44,6 @@ def _normalized(x: Tensor, norm_scale: float, eps: float, dtype: torch.dtype) ->
     return (xf / (norm * norm_scale + eps)).to(dtype)
 
 
-def newton_schulz_reference(x: Tensor, coefficients, norm_scale: float = 1.0, eps: float = 1e-7,
-                            dtype: torch.dtype = torch.float64) -> Tensor:
-    """The iteration in plain torch at `dtype` (fp64: the truth the op is tested against)."""
-    x3 = x.reshape(-1, *x.shape[-2:])
-    tall = x3.shape[-2] > x3.shape[-1]
-    y = _normalized(x3.mT if tall else x3, norm_scale, eps, dtype)
-    for a, b, c in coefficients:
-        gram = y @ y.mT
-        y = a * y + (b * gram + c * gram @ gram) @ y
-    return (y.mT if tall else y).reshape(x.shape)
-
-
 def _iterate_torch(y: Tensor, coefficients: list[float]) -> Tensor:
     for i in range(0, len(coefficients), 3):
         a, b, c = coefficients[i:i + 3]

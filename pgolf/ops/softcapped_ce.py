@@ -12,8 +12,8 @@ When the loss is reduced (the training case) the fused forward also computes dhi
 dweight, and the backward only scales them by the incoming gradient.
 
 Each row primitive has a Triton kernel (pgolf_kernels.softcapped_ce) and a torch version
-used on CPU; `reference_softcapped_ce` (autograd, any dtype, fp64 in tests) is the truth
-both are tested against.
+used on CPU; `pgolf.ops.reference.reference_softcapped_ce` (autograd, any dtype, fp64 in tests) is
+the truth both are tested against.
 """
 from __future__ import annotations
 
@@ -26,21 +26,6 @@ from pgolf.ops.backend import kernel_module, use_triton
 
 REDUCTIONS = ("mean", "sum", "none")
 DEFAULT_CHUNK_ROWS = 8192  # 8192 x V=8192 bf16 logits = 128 MiB live at a time
-
-
-def reference_softcapped_ce(logits: Tensor, targets: Tensor, weights: Tensor | None = None, softcap: float = 30.0,
-                            ignore_index: int = -100, reduction: str = "mean", dtype=torch.float64) -> Tensor:
-    """The definition, in plain differentiable torch at `dtype`."""
-    z = softcap * torch.tanh(logits.to(dtype) / softcap)
-    valid = targets != ignore_index
-    z_t = z.gather(1, torch.where(valid, targets, 0)[:, None])[:, 0]
-    rows = torch.where(valid, torch.logsumexp(z, dim=1) - z_t, 0)
-    w = valid.to(dtype) if weights is None else weights.to(dtype) * valid
-    if reduction == "none":
-        return rows * w
-    if reduction == "sum":
-        return (rows * w).sum()
-    return (rows * w).sum() / w.sum()
 
 
 # ---------------------------------------------------------------------------------------

@@ -53,9 +53,10 @@ def _train(args) -> None:
 def _export(args) -> None:
     from pgolf.config import ENV_NAMES, from_dict, set_from_text
     from pgolf.errors import PgolfError
-    from pgolf.export.export import export_model, run_meta
+    from pgolf.export.export import run_meta
+    from pgolf.export.offline import export_model, parts_table
     from pgolf.fileio import check_output_file
-    from pgolf.train.checkpoint import load_checkpoint
+    from pgolf.train.checkpoint_read import load_checkpoint
     from pgolf.signals import sigterm_raises
 
     check_output_file(args.out, "--out")
@@ -81,7 +82,7 @@ def _export(args) -> None:
         report, _ = export_model(state["model"], cfg.to_dict()["model"], cfg.export, args.out,
                                  meta=run_meta(cfg, state["step"]), hessians=state.get("hessians"), run_config=cfg)
     print(report.summary())
-    print(report.parts_table())
+    print(parts_table(report))
 
 
 def _check_weights_fit(weights: dict, cfg, path: Path) -> None:

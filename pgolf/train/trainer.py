@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pgolf.config import Config, from_dict
+from pgolf.config import Config
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.distributed import DistEnv, broadcast_object, init_distributed, max_over_ranks, mean_over_ranks, shutdown
 from pgolf.errors import PgolfError
@@ -54,9 +54,6 @@ from pgolf.train.logs import RunLog, plot_curves
 ARTIFACT_NAME = "model.pgolf"
 CHECKPOINT_NAME = "checkpoint.pt"
 LEDGER_NAME = "score_ledger.npz"
-# Settings a resumed run may change; the data are compared by content (the dataset fingerprint), not path.
-RESUMABLE = {"train": {"iterations", "val_every", "log_every", "checkpoint_every", "max_wallclock_seconds"},
-             "data": {"path", "tokenizer"}}
 
 
 @dataclass
@@ -140,7 +137,7 @@ class Trainer:
         self.qat_on = False
         self.first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)  # of a non-finite loss
         self.last_checkpoint: Path | None = None
-        self.resumed = self._load_resume(cfg.run.resume) if cfg.run.resume else None
+        self.resumed = self._resume_module().load_resume(self, cfg.run.resume) if cfg.run.resume else None
         # The products of the post-training stages, in order.
         self.prequant: BPBResult | None = None
         self.hessians: dict | None = None  # GPTQ's
@@ -161,7 +158,8 @@ class Trainer:
                        grad_accum_steps=self.accum, device=str(self.device), val_tokens=len(self.val),
                        byte_source=self.val.byte_source, run_dir=str(self.run_dir))
         self._prime()
-        self._start_resumed()
+        if self.resumed is not None:
+            self._resume_module().start_resumed(self, self.resumed)
         self.prequant = self._train_loop()
         self.model.set_recurrence(True)  # Hessians, export and the final score walk the full plan
         self.log.close()
@@ -281,50 +279,17 @@ class Trainer:
                 raise PgolfError(f"run.out_dir: cannot make {self.run_dir} ({e.strerror})") from None
             atomic_write_json(self.run_dir / "config.json", self.cfg.to_dict())
 
-    def _load_resume(self, path: str) -> dict:
-        """Read and check a checkpoint to continue from, and load its state (before the run
-        directory exists: a checkpoint that does not fit this run stops it cleanly)."""
-        state = ckpt.load_checkpoint(path)
-        mine, theirs = self.cfg.to_dict(), from_dict(state["config"], f"checkpoint {path}").to_dict()
-        differing = [f"{s}.{k}" for s in ("model", "optim", "data", "train") for k in mine[s]
-                     if mine[s][k] != theirs[s][k] and k not in RESUMABLE.get(s, ())]
-        if differing:
-            raise PgolfError(f"cannot resume {path}: the config differs in {', '.join(differing)}")
-        if state["data_fingerprint"] != self.data_fingerprint:
-            raise PgolfError(f"cannot resume {path}: data.path={self.cfg.data.path} / data.tokenizer are not the data it "
-                             f"was trained on (the dataset manifest or the tokenizer's sha256 differ)")
-        if state["step"] >= self.cfg.train.iterations:
-            raise PgolfError(f"cannot resume {path}: it is at step {state['step']}, so train.iterations="
-                             f"{self.cfg.train.iterations} leaves nothing to train (raise it, or re-export the "
-                             f"checkpoint with `pgolf export`)")
-        if self.clock.out_of_time(state["training_time_ms"]):
-            raise PgolfError(f"cannot resume {path}: its {state['training_time_ms'] / 1000:.1f} s of training already "
-                             f"reach the stop under train.max_wallclock_seconds={self.cfg.train.max_wallclock_seconds}")
+    def _resume_module(self):
+        """pgolf.train.resume, the run.resume option's code (a packed script carries none: it reproduces a run
+        from scratch, so there it is a clear error, not an import failure)."""
         try:
-            self.model.load_state_dict(state["model"])
-            if len(state["optimizers"]) != len(self.optimizers):
-                raise ValueError(f"{len(state['optimizers'])} optimizer states for {len(self.optimizers)} optimizers")
-            for opt, s in zip(self.optimizers, state["optimizers"]):
-                opt.load_state_dict(s)
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise PgolfError(f"checkpoint {path}: its weights or optimizer state do not fit this model "
-                             f"({str(e).splitlines()[0]})") from None
-        if self.ema is not None:
-            if state["ema"] is None:
-                raise PgolfError(f"cannot resume {path}: it holds no EMA of the weights for optim.ema_decay")
-            self.ema.load_state_dict(state["ema"], f"checkpoint {path}")
-        self.loader.load_state_dict(state["loader"], f"checkpoint {path}")
-        return {"path": path, "step": state["step"], "training_time_ms": state["training_time_ms"], "rng": state["rng"]}
-
-    def _start_resumed(self) -> None:
-        """The resumed run's clock, step and RNG (its weights, optimizer and loader are loaded; priming kept them)."""
-        if self.resumed is None:
-            return
-        ckpt.restore_rng(self.resumed["rng"], self.resumed["path"])
-        self.step, self.clock.train_ms = self.resumed["step"], self.resumed["training_time_ms"]
-        self.log.event("resumed", checkpoint=str(self.resumed["path"]), step=self.step, train_time_ms=self.clock.train_ms)
-        if self.log.bar is not None:
-            self.log.bar.update(self.step)
+            import pgolf.train.resume as resume
+        except ModuleNotFoundError as e:
+            if e.name != "pgolf.train.resume":
+                raise
+            raise PgolfError(f"run.resume={self.cfg.run.resume}: this packed script has no resume code (it reproduces "
+                             f"a run from scratch); continue the run with the pgolf package") from None
+        return resume
 
     def _prime(self) -> None:
         """Real steps to compile and warm every path, then back to the exact state before them."""

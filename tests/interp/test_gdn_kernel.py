@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from gdn_cases import assert_matches_truth, problem
-from pgolf.ops.gdn import gdn_chunk_scan, gdn_recurrent_reference
+from pgolf.ops.gdn import gdn_chunk_scan
+from pgolf.ops.reference import gdn_recurrent_reference
 
 
 @pytest.mark.parametrize("shape", [dict(b=2, t=37, h=2, k=12, v=20), dict(b=1, t=16, h=1, k=16, v=16)], ids=str)

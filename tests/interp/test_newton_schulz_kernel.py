@@ -4,7 +4,8 @@ import torch
 
 from pgolf.ops.backend import kernel_module
 from test_newton_schulz import conditioned
-from pgolf.ops.newton_schulz import _normalized, coefficient_schedule, newton_schulz, newton_schulz_reference
+from pgolf.ops.newton_schulz import _normalized, coefficient_schedule, newton_schulz
+from pgolf.ops.reference import newton_schulz_reference
 
 
 @pytest.mark.parametrize("shape", [(3, 37, 53), (1, 16, 16), (2, 20, 7)], ids=str)

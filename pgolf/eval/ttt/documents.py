@@ -49,7 +49,7 @@ def split_documents(tokens: torch.Tensor, bos_id: int) -> list[Doc]:
     n = tokens.numel()
     if n < 2 or int(tokens[0]) != bos_id:
         raise PgolfError(f"the TTT eval needs a val stream of >= 2 tokens starting with BOS (id {bos_id})")
-    # the same split as the n-gram tilt's documents (pgolf.eval.tilt.document_starts): a BOS at N-1 starts none
+    # the same split as the n-gram tilt's documents (pgolf.eval.ngram_tilt.document_starts): a BOS at N-1 starts none
     starts = doc_starts_at_bos(tokens[: n - 1].cpu().numpy(), bos_id).tolist()
     ends = starts[1:] + [n - 1]
     return [Doc(s, e) for s, e in zip(starts, ends)]
