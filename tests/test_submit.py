@@ -62,6 +62,8 @@ def test_closure_per_preset_holds_only_what_its_options_run():
     assert not record & (GDN_ONLY | PACKER | {"pgolf.quant.qat", "pgolf.ops.int6_matmul", "pgolf.quant.awq"})
     assert "pgolf.train.resume" not in record and "pgolf.train.resume" in import_closure(
         preset("record_1855", "run.resume=x.pt")).modules  # continuing a run is an option; checkpoints are written
+    resumed = pack(preset("record_1855", "run.resume=x.pt"))  # a resumed run packs as its recipe: no resume code
+    assert "pgolf.train.resume" not in resumed.closure.modules and resumed.script == pack(preset("record_1855")).script
     assert "pgolf.train.checkpoint" in record and "pgolf.train.checkpoint_read" not in record
     assert not any(m.startswith("pgolf.ngram") for m in record) and "pgolf.eval.ngram_tilt" not in record  # frontier's
     assert "pgolf.eval.ttt.sliding" not in record  # its lora_ttt needs the TTT package, not the sliding mode

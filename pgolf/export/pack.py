@@ -134,8 +134,9 @@ def _toml_value(key: str, value) -> str:
 def code_files(cfg: Config) -> tuple[Closure, dict[str, str], int]:
     """(closure, archive name -> readable text, their UTF-8 bytes) of what a run of `cfg` needs:
     its modules, the native sources they use (counted for the capability; not built by the
-    script), and its recipe as pgolf/configs/recipe.toml."""
-    closure = import_closure(cfg)
+    script), and its recipe as pgolf/configs/recipe.toml. Traced on the recipe: the per-run fields
+    (a resumed run's run.resume) add no code to the script."""
+    closure = import_closure(from_dict(recipe(cfg.to_dict()), "the run's configuration"))
     files = {archive_name(m, p): p.read_text(encoding="utf-8") for m, p in closure.modules.items()}
     files.update({f"csrc/{p.name}": p.read_text(encoding="utf-8") for p in closure.native})
     files[f"pgolf/configs/{PRESET}.toml"] = recipe_toml(cfg)

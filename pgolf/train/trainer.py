@@ -17,6 +17,7 @@ import copy
 import math
 import dataclasses
 import datetime
+import importlib.util
 import random
 import time
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ from pgolf.train.logs import RunLog, plot_curves
 ARTIFACT_NAME = "model.pgolf"
 CHECKPOINT_NAME = "checkpoint.pt"
 LEDGER_NAME = "score_ledger.npz"
+# Only a packed script lacks pgolf.train.resume, so this is the packed script's own error: built by a call,
+# it keeps its whole text there (pgolf.export.messages shortens literal messages only).
+NO_RESUME = ("run.resume={}: this packed script has no resume code (it reproduces a run from scratch); "
+             "continue the run with the pgolf package")
 
 
 @dataclass
@@ -282,13 +287,9 @@ class Trainer:
     def _resume_module(self):
         """pgolf.train.resume, the run.resume option's code (a packed script carries none: it reproduces a run
         from scratch, so there it is a clear error, not an import failure)."""
-        try:
-            import pgolf.train.resume as resume
-        except ModuleNotFoundError as e:
-            if e.name != "pgolf.train.resume":
-                raise
-            raise PgolfError(f"run.resume={self.cfg.run.resume}: this packed script has no resume code (it reproduces "
-                             f"a run from scratch); continue the run with the pgolf package") from None
+        if importlib.util.find_spec("pgolf.train.resume") is None:
+            raise PgolfError(NO_RESUME.format(self.cfg.run.resume))
+        import pgolf.train.resume as resume
         return resume
 
     def _prime(self) -> None:
