@@ -45,6 +45,7 @@ def prepare_demo_data(workdir: str | Path, progress: bool = True) -> tuple[Path,
 def run_demo(workdir: str | Path = "runs/demo", overrides: list[str] = (), progress: bool = True):
     # Imported here so that `pgolf --help` does not load torch.
     from pgolf.config import load_config
+    from pgolf.train.plots import plot_run
     from pgolf.train.trainer import run_training
 
     workdir = Path(workdir)
@@ -54,6 +55,7 @@ def run_demo(workdir: str | Path = "runs/demo", overrides: list[str] = (), progr
                                 f"run.out_dir={workdir}", "run.name=run", "run.overwrite=true",
                                 f"run.progress={progress}", *overrides])
     result = run_training(cfg, preset="smoke")
+    plot_run(result.run_dir)
     print(f"[demo] val_bpb {result.final.val_bpb:.4f} (from the artifact file), {result.export.summary()}, "
           f"{result.steps} steps, total {time.perf_counter() - started:.0f} s; outputs in {result.run_dir}")
     return result

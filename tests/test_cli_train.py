@@ -17,6 +17,7 @@ def test_train_then_eval_then_export_from_the_command_line(tmp_path, tiny_data, 
     out = capsys.readouterr().out
     bpb = float(re.search(r"val_bpb ([0-9.]+) \(val_loss", out).group(1))
     artifact = tmp_path / "cli" / "model.pgolf"
+    assert (tmp_path / "cli" / "curves.png").stat().st_size > 0  # `pgolf train` draws the run's curves
 
     assert main(["eval", str(artifact), "--json", "--device", "cpu", "--batch-tokens", "4096"]) == 0
     scored = json.loads(capsys.readouterr().out)

@@ -17,7 +17,7 @@ from pgolf.export import trace
 from pgolf.export.code_size import count_code_bytes
 from pgolf.export.pack import WRAPPER_HEAD, pack, unpack_files
 from pgolf.export.trace import import_closure
-from pgolf.submit.records import SubmitOptions, write_submission
+from pgolf.submit.records import SubmitOptions, requirements, write_submission
 
 GDN_ONLY = {"pgolf.model.gdn", "pgolf.ops.fla_gdn", "pgolf.ops.gdn", "pgolf_kernels.gdn_chunk", "pgolf_kernels.gdn_state"}
 PACKER = {"pgolf.export.trace", "pgolf.export.pack", "pgolf.export.minify"}
@@ -55,6 +55,8 @@ def test_closure_per_preset_holds_only_what_its_options_run():
         gdn.modules)  # gptq export, late QAT through the int6 kernel
     assert [p.name for p in gdn.native] == ["int6_matmul.cu", "int6_matmul_binding.cpp", "int6_pack.cuh"]  # pgolf._C
     assert import_closure(preset("smoke")).native == ()
+    assert "pgolf.train.plots" not in smoke  # the commands draw the curves: a packed script needs no matplotlib
+    assert "matplotlib" not in requirements(import_closure(preset("record_1855")))
     record = set(import_closure(preset("record_1855")).modules)
     assert {"pgolf.ops.softcapped_ce", "pgolf_kernels.softcapped_ce", "pgolf.ops.leaky_relu2_mlp", "pgolf.quant.lqer",
             "pgolf.quant.gptq", "pgolf.data.caseops", "pgolf.eval.ttt.engine", "pgolf.model.lora",

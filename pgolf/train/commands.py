@@ -40,12 +40,14 @@ def entry_parser() -> argparse.ArgumentParser:
 def _train(args) -> None:
     from pgolf.config import load_config
     from pgolf.signals import sigterm_raises
+    from pgolf.train.plots import plot_run
     from pgolf.train.trainer import run_training
 
     cfg = load_config(args.config, args.overrides)
     with sigterm_raises():
         result = run_training(cfg, preset=args.config)
     if result.is_main:
+        plot_run(result.run_dir)
         print(f"val_bpb {result.final.val_bpb:.6f} (val_loss {result.final.val_loss:.6f}) after {result.steps} steps; "
               f"{result.export.summary()}; run dir {result.run_dir}")
 

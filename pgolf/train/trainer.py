@@ -50,7 +50,7 @@ from pgolf.train import checkpoint as ckpt
 from pgolf.train.clock import Clock, ReserveCheck
 from pgolf.train.feed import TrainFeed, training_progress
 from pgolf.train.loader import dataset_fingerprint
-from pgolf.train.logs import RunLog, plot_curves
+from pgolf.train.logs import RunLog
 
 ARTIFACT_NAME = "model.pgolf"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -535,8 +535,6 @@ class Trainer:
                    "eval_seconds": self.eval_seconds, **self.eval_report, "within_cap": self.clock.within_cap(),
                    **({"reserve": self.reserve.as_dict()} if self.reserve else {})}
         atomic_write_json(self.run_dir / "result.json", summary)
-        if plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png"):
-            self.log.event("plot", path=str(self.run_dir / "curves.png"), console=False)
 
 
 def _due(step: int, every: int) -> bool:
