@@ -160,7 +160,6 @@ def _package_env():
 @pytest.mark.slow
 def test_packed_script_reproduces_the_package_val_bpb(tmp_path, tiny_data, packed_smoke):
     """The same run, by `python -m pgolf train` and by the packed script in a clean venv without pgolf."""
-    from pgolf.submit.records import requirements
     from pgolf.submit.verify import isolated_python, packed_val_bpb, run_isolated
 
     data, tok = tiny_data
