@@ -55,9 +55,9 @@ def run_demo(workdir: str | Path = "runs/demo", overrides: list[str] = (), progr
                                 f"run.out_dir={workdir}", "run.name=run", "run.overwrite=true",
                                 f"run.progress={progress}", *overrides])
     result = run_training(cfg, preset="smoke")
-    plot_run(result.run_dir)
     print(f"[demo] val_bpb {result.final.val_bpb:.4f} (from the artifact file), {result.export.summary()}, "
           f"{result.steps} steps, total {time.perf_counter() - started:.0f} s; outputs in {result.run_dir}")
+    plot_run(result.run_dir)  # after the score line: a plotting failure cannot hide it
     return result
 
 

@@ -101,6 +101,16 @@ def test_only_exceptions_whose_first_argument_is_the_message():
     assert shorten(src, "pgolf/m.py").splitlines()[11] == 'raise PgolfError("prose")'  # alone, PgolfError is unknown
 
 
+def test_exceptions_with_generated_constructors_or_reading_args_keep_their_arguments():
+    """A dataclass's fields make its own constructor; a class that reads `args` may take data first."""
+    src = ('@dataclass\nclass Fields(PgolfError):\n    path: str\n'
+           'class Reads(PgolfError):\n    @property\n    def path(self):\n        return self.args[0]\n'
+           'raise Fields("some/path")\n'
+           'raise Reads("some/path")\n')
+    out = shorten_files({"pgolf/errors.py": "class PgolfError(Exception):\n    pass\n", "pgolf/m.py": src})
+    assert out["pgolf/m.py"] == src
+
+
 def test_triton_kernel_bodies_stay():
     src = ('@triton.jit\ndef k(x):\n    assert x, "in a kernel"\n'
            '@triton.autotune(configs=[], key=[])\n@triton.jit\ndef k2(x):\n    raise ValueError("x")\n'

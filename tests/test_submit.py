@@ -283,3 +283,21 @@ def test_records_folder_refuses_bad_input(tmp_path, seed_runs):
     with pytest.raises(PgolfError, match="late: its training .* ended past the wallclock cap"):
         write_submission([seed_runs[0], late], SubmitOptions(tmp_path / "rec4", "a", "b", "c", verify=False))
     assert not (tmp_path / "rec4").exists()
+
+
+def test_a_packer_failure_stops_a_run_before_it_trains(tmp_path, tiny_data, monkeypatch):
+    """A run that counts its packed script measures it at setup: if packing fails, nothing has trained or
+    been written (not a lost run at export)."""
+    import pgolf.export.pack as pack_module
+    from pgolf.train.trainer import run_training
+
+    def broken(cfg):
+        raise PgolfError("packing failed")
+
+    monkeypatch.setattr(pack_module, "pack", broken)
+    data, tok = tiny_data
+    cfg = load_config("smoke", [*TINY, f"data.path={data}", f"data.tokenizer={tok}", f"run.out_dir={tmp_path}",
+                                "run.name=p", "export.code_bytes=wrapped"], env={})
+    with pytest.raises(PgolfError, match="packing failed"):
+        run_training(cfg)
+    assert not (tmp_path / "p").exists()

@@ -18,7 +18,7 @@ from pgolf.config import Config, ExportConfig, from_dict
 from pgolf.errors import PgolfError
 from pgolf.fileio import sha256_file
 from pgolf.export.artifact import Artifact, StreamReport, encode_artifact, write_artifact
-from pgolf.export.code_size import count_code_bytes
+from pgolf.export.code_size import CodeBytes, count_code_bytes
 from pgolf.model import Role, roles_for_config
 from pgolf.quant.recipe import quantize_state
 
@@ -86,14 +86,18 @@ def build_artifact(state: dict[str, Tensor], model_config: dict, cfg: ExportConf
 
 
 def write_export(art: Artifact, cfg: ExportConfig, path: str | Path, params: int,
-                 run_config: Config | None = None, quantize_seconds: float = 0.0) -> ExportReport:
+                 run_config: Config | None = None, quantize_seconds: float = 0.0,
+                 code: CodeBytes | None = None) -> ExportReport:
     """Encode and write a built artifact (what a stage between quantization and writing, such as
     logit calibration, may have added to it counts); `params`: the model's, for bits per weight;
-    `quantize_seconds`: how long building it took (reported, for the export reserve)."""
+    `quantize_seconds`: how long building it took (reported, for the export reserve); `code`: the
+    code bytes a trainer measured at setup (so a packer failure stops a run before it trains), else
+    measured now."""
     blob, streams = encode_artifact(art, cfg.layout, cfg.codec)
-    if run_config is None:
-        run_config = from_dict({"model": art.model_config, "export": dataclasses.asdict(cfg)}, "the export settings")
-    code = count_code_bytes(cfg.code_bytes, run_config)
+    if code is None:
+        if run_config is None:
+            run_config = from_dict({"model": art.model_config, "export": dataclasses.asdict(cfg)}, "the export settings")
+        code = count_code_bytes(cfg.code_bytes, run_config)
     report = ExportReport(str(path), cfg.method, cfg.layout, len(blob), code.counted_bytes, code.mode,
                           len(blob) + code.counted_bytes, params, tuple(streams), quantize_seconds)
     if report.total_bytes >= SIZE_LIMIT:

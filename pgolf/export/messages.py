@@ -68,9 +68,12 @@ def message_first(sources: dict[str, str]) -> frozenset[str]:
 
 
 def _plain_exception(node: ast.ClassDef, known: set[str]) -> bool:
+    """No constructor or text of its own, written or generated (a decorator such as @dataclass, fields),
+    and nothing in it reads `args`."""
     own = {getattr(s, "name", None) for s in node.body}
-    return bool(node.bases) and not node.keywords and not own & _OWN_TEXT and all(
-        _name(b) in known for b in node.bases)
+    reads_args = any(isinstance(n, ast.Attribute) and n.attr == "args" for n in ast.walk(node))
+    return bool(node.bases) and not node.keywords and not node.decorator_list and not own & _OWN_TEXT and not any(
+        isinstance(s, ast.AnnAssign) for s in node.body) and not reads_args and all(_name(b) in known for b in node.bases)
 
 
 def shorten(source: str, name: str, exceptions: frozenset[str] | None = None) -> str:
@@ -148,7 +151,8 @@ def _name(node: ast.expr) -> str | None:
 
 def _splice(source: str, edits: list[tuple[ast.expr, str]]) -> str:
     """`source` with each node's text replaced (AST columns are UTF-8 byte offsets)."""
-    lines = source.splitlines(keepends=True)
+    lines = source.split("\n")  # as Python counts lines (str.splitlines also splits at \x0c, \x1c, U+2028, ...)
+    lines = [line + "\n" for line in lines[:-1]] + lines[-1:]
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line))

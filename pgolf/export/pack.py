@@ -1,8 +1,10 @@
 """One self-contained `train_gpt.py` for a configuration, counted as the records count code (frontier-spec F8.1).
 
 The files of the configuration's import closure (`pgolf.export.trace`: only what its options
-run) are minified (`pgolf.export.minify`), put with the configuration's TOML (its fields that
-differ from the defaults, without the per-run ones) into a small program that writes them to a
+run, traced on the recipe) get short error messages (`pgolf.export.messages`: file:line and
+the values) and are minified (`pgolf.export.minify`: documentation out, locals renamed), put
+with the configuration's TOML (its fields that differ from the defaults, without the per-run
+ones) into a small program that writes them to a
 temporary directory and runs the trainer from there, and that program is brotli-11
 compressed and base85-encoded into the records' two-line exec wrapper:
 

@@ -47,9 +47,9 @@ def _train(args) -> None:
     with sigterm_raises():
         result = run_training(cfg, preset=args.config)
     if result.is_main:
-        plot_run(result.run_dir)
         print(f"val_bpb {result.final.val_bpb:.6f} (val_loss {result.final.val_loss:.6f}) after {result.steps} steps; "
               f"{result.export.summary()}; run dir {result.run_dir}")
+        plot_run(result.run_dir)  # after the score line: a plotting failure cannot hide it
 
 
 def _export(args) -> None:

@@ -37,6 +37,7 @@ from pgolf.eval.evaluator import autocast_for, evaluate
 from pgolf.eval.clock import EvalClock, timed_eval
 from pgolf.eval.modes import EvalContext, save_ledger
 from pgolf.eval.scoring import model_from_artifact
+from pgolf.export.code_size import count_code_bytes
 from pgolf.export.export import ExportReport, build_artifact, run_meta, write_export
 from pgolf.fileio import atomic_write_json, check_output_dir
 from pgolf.metric.bpb import BPBResult
@@ -106,6 +107,8 @@ class Trainer:
         self.byte_weights = (TargetByteWeights(tok, cfg.train.loss_weights).to(self.device)
                              if cfg.train.loss_weights != "none" else None)
         self.data_fingerprint = dataset_fingerprint(cfg.data.path, cfg.data.tokenizer)
+        # measured before training (packing can fail: better now than after the run); the code cannot change
+        self.code = count_code_bytes(cfg.export.code_bytes, cfg) if env.is_main else None
         # GPTQ's calibration windows: random training windows, as the records (GPTQ_CALIBRATION_MODE=random)
         self.calib = None
         if cfg.export.method == "gptq":
@@ -474,7 +477,7 @@ class Trainer:
                 if self.cfg.export.logit_calib:
                     self._calibrate_logits(art)
                 outcome = write_export(art, self.cfg.export, self.run_dir / ARTIFACT_NAME,
-                                       sum(t.numel() for t in state.values()), self.cfg, quantize_seconds)
+                                       sum(t.numel() for t in state.values()), self.cfg, quantize_seconds, self.code)
             except PgolfError as e:
                 outcome = str(e)
         outcome = broadcast_object(outcome, self.env)  # every rank learns whether export succeeded

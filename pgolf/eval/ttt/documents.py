@@ -133,7 +133,7 @@ class PublicBOS:
         other = position_runs(np.setdiff1d(np.concatenate(parts), self.public)) if parts else np.zeros((0, 2), np.int64)
         self.ledger.update_ranges(np.concatenate([a[keep], other[:, 0]]), np.concatenate([b[keep], other[:, 1]]))
 
-    def __getattr__(self, name: str):  # everything else is the ledger's (updates, c3_violations, ...)
+    def __getattr__(self, name: str):  # everything else is the ledger's (read_ranges, save, ...)
         if name == "ledger":
             raise AttributeError(name)
         return getattr(self.ledger, name)
