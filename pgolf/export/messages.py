@@ -28,6 +28,7 @@ import ast
 import builtins
 
 from pgolf.errors import PgolfError
+from pgolf.export.minify import parses_to
 
 _KERNEL_DECORATORS = {"jit", "autotune", "heuristics"}  # triton.*: Triton reads these functions' source
 _DATA_FIRST = {"UnicodeDecodeError", "UnicodeEncodeError", "UnicodeTranslateError", "StopIteration",
@@ -98,11 +99,7 @@ def shorten(source: str, name: str, exceptions: frozenset[str] | None = None) ->
             else:
                 setattr(holder, field, short)
     out = _splice(source, edits)
-    try:
-        same = ast.dump(ast.parse(out)) == ast.dump(tree)
-    except SyntaxError:
-        same = False
-    if not same:
+    if not parses_to(out, tree):
         raise PgolfError(f"{name}: shortening its messages changed more than the messages (a packer bug)")
     return out
 

@@ -593,10 +593,14 @@ def minify(source: str, name: str = "<source>") -> str:
         # a newer compiler lays code out in ways the check does not know (3.13 loads closure cells
         # by LOAD_FAST in name order): no proof, so this module keeps its names
     out = _join_bodies(_squeeze(ast.unparse(tree))).rstrip("\n") + "\n"
-    try:
-        same = ast.dump(ast.parse(out)) == ast.dump(tree)
-    except SyntaxError:
-        same = False
-    if not same:
+    if not parses_to(out, tree):
         raise PgolfError(f"{name}: the minified source does not parse to the same program (a minifier bug)")
     return out
+
+
+def parses_to(text: str, tree: ast.AST) -> bool:
+    """Whether `text` is the program `tree` (the packer's passes prove themselves with it)."""
+    try:
+        return ast.dump(ast.parse(text)) == ast.dump(tree)
+    except SyntaxError:
+        return False
