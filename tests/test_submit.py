@@ -87,7 +87,10 @@ def test_an_optional_module_imported_at_module_level_is_refused(monkeypatch):
 @pytest.mark.parametrize("name,shrink", [("smoke", []), ("record_1855", [
     "model.vocab_size=1024", "model.num_layers=4", "model.stack.loop_layers=1-2", "model.stack.parallel_start=3",
     "export.codec=brotli", "export.calib_batches=2", "eval.ttt.lora_rank=4", "eval.ttt.batch_docs=16",
-    "model.doc_isolation=false", "train.loader=stream", "train.warmdown_iters=0", "run.compile=false"])])  # CPU: no flex backward
+    "model.doc_isolation=false", "train.loader=stream", "train.warmdown_iters=0", "run.compile=false",  # CPU: no flex
+    # backward; narrow, and a short TTT (3 minutes at full width and settings, the same modules either way)
+    "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1", "eval.ttt.seq_len=64", "eval.ttt.chunk_size=16",
+    "eval.ttt.phases=1", "eval.ttt.prefix_docs=16", "eval.ttt.global_chunk_tokens=256", "eval.ttt.global_batch_seqs=4"])])
 def test_a_run_loads_nothing_outside_its_closure(tmp_path, tiny_data, name, shrink):
     """The static closure against the modules a tiny run of the same options really loads (training, export,
     the artifact's score), in a fresh process."""
