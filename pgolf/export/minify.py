@@ -4,9 +4,9 @@ Four passes:
 
 1. `ast` (`strip_documentation`): what only documents goes. Docstrings and other bare
    literal statements (an emptied body gets `pass`); `help=` texts of config settings and
-   command-line arguments (a packed script has no `--help`); annotations of functions without
-   decorators (a decorator may read them: torch.library.custom_op builds its schema from them,
-   triton.jit reads `tl.constexpr`) and of local variables. Class-level annotations stay
+   command-line arguments (a packed script has no `--help`); annotations of functions whose
+   decorators only call them (`_PLAIN_DECORATORS`; others may read them: torch.library.custom_op
+   builds its schema from them, triton.jit reads `tl.constexpr`) and of local variables. Class-level annotations stay
    (dataclass fields; pgolf.config coerces values by them), so do asserts.
 2. `ast` (`rename_locals`): local variables of functions get short names (a, b, ... by use
    count), where nothing can read them by their spelling: never parameters (callers may pass
@@ -53,15 +53,23 @@ def _is_literal_statement(node: ast.stmt) -> bool:
 
 
 _HELP_CALLS = {"setting", "add_argument", "add_parser"}  # callables whose `help=` only documents
-_PLAIN_DECORATORS = {"staticmethod", "classmethod", "property", "contextmanager"}  # they never read annotations
+_PLAIN_DECORATORS = {  # wrappers that only call the function: they never read its code, names or annotations
+    "staticmethod", "classmethod", "property", "contextmanager", "contextlib.contextmanager", "torch.no_grad",
+    "torch.inference_mode", "cache", "functools.cache", "lru_cache", "functools.lru_cache"}
 
 
 def _callee(node: ast.Call) -> str | None:
     return getattr(node.func, "id", getattr(node.func, "attr", None))
 
 
+def _decorator_name(node: ast.expr) -> str:
+    node = node.func if isinstance(node, ast.Call) else node
+    return ast.unparse(node)
+
+
 def _plain(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    return all(isinstance(d, ast.Name) and d.id in _PLAIN_DECORATORS for d in fn.decorator_list)
+    """No decorator that may read the function (custom_op reads annotations, triton.jit its source)."""
+    return all(_decorator_name(d) in _PLAIN_DECORATORS for d in fn.decorator_list)
 
 
 class _Documentation(ast.NodeTransformer):
@@ -124,9 +132,6 @@ def strip_literals(tree: ast.AST) -> ast.AST:
 
 # Pass 2: local names (see the module docstring).
 
-_PLAIN_FUNCTION_DECORATORS = {  # wrappers that only call the function: they never read its code or names
-    "staticmethod", "classmethod", "property", "contextmanager", "contextlib.contextmanager", "torch.no_grad",
-    "torch.inference_mode", "cache", "functools.cache", "lru_cache", "functools.lru_cache"}
 _PLAIN_CLASS_DECORATORS = {"dataclass", "dataclasses.dataclass"}  # they read class annotations only
 _DYNAMIC = {"locals", "vars", "eval", "exec", "dir"}  # they reach a frame's names by their spelling
 _FRAME_READERS = ("f_locals", "_getframe", "currentframe", "getsource", "getframeinfo", "co_varnames")
@@ -139,11 +144,6 @@ def _short_names():
         for name in map("".join, itertools.product(first, *[first + string.digits + "_"] * (size - 1))):
             if not keyword.iskeyword(name) and not keyword.issoftkeyword(name):
                 yield name
-
-
-def _decorator_name(node: ast.expr) -> str:
-    node = node.func if isinstance(node, ast.Call) else node
-    return ast.unparse(node)
 
 
 class _Scope:
@@ -219,7 +219,7 @@ class _Scopes(ast.NodeVisitor):
             self.visit(d)
         self.arguments(node.args)
         self.annotation(node.returns)
-        frozen = any(_decorator_name(d) not in _PLAIN_FUNCTION_DECORATORS for d in node.decorator_list)
+        frozen = not _plain(node)
         frozen = frozen or bool(getattr(node, "type_params", None))
 
         def body():
