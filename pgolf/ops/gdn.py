@@ -53,7 +53,7 @@ def _boundaries(b: int, t: int, cu_seqlens: Tensor | None) -> Tensor:
     return cu
 
 
-def _seq_bounds(b: int, t: int, cu_seqlens: Tensor | None) -> list[tuple[int, int]]:
+def seq_bounds(b: int, t: int, cu_seqlens: Tensor | None) -> list[tuple[int, int]]:
     cu = _boundaries(b, t, cu_seqlens).tolist()
     return list(zip(cu[:-1], cu[1:]))
 

@@ -38,7 +38,7 @@ def coefficient_schedule(name: str, steps: int) -> list[tuple[float, float, floa
     return [table[min(i, len(table) - 1)] for i in range(steps)]
 
 
-def _normalized(x: Tensor, norm_scale: float, eps: float, dtype: torch.dtype) -> Tensor:
+def normalized_input(x: Tensor, norm_scale: float, eps: float, dtype: torch.dtype) -> Tensor:
     xf = x.to(torch.float64 if dtype == torch.float64 else torch.float32)
     norm = torch.linalg.matrix_norm(xf, keepdim=True)  # Frobenius, per matrix
     return (xf / (norm * norm_scale + eps)).to(dtype)
@@ -68,7 +68,7 @@ def _iterate_triton(y: Tensor, coefficients: list[float]) -> Tensor:
 def newton_schulz_op(x: Tensor, coefficients: list[float], norm_scale: float, eps: float) -> Tensor:
     """x [B, m, n] -> bf16 [B, m, n]; `coefficients` is the flat list a0, b0, c0, a1, ..."""
     tall = x.shape[-2] > x.shape[-1]
-    y = _normalized(x.mT if tall else x, norm_scale, eps, torch.bfloat16).contiguous()
+    y = normalized_input(x.mT if tall else x, norm_scale, eps, torch.bfloat16).contiguous()
     y = _iterate_triton(y, coefficients) if use_triton(y) else _iterate_torch(y, coefficients)
     return (y.mT if tall else y).contiguous()
 

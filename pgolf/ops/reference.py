@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pgolf.ops.gdn import _seq_bounds
-from pgolf.ops.newton_schulz import _normalized
+from pgolf.ops.gdn import seq_bounds
+from pgolf.ops.newton_schulz import normalized_input
 
 
 def reference_softcapped_ce(logits: Tensor, targets: Tensor, weights: Tensor | None = None, softcap: float = 30.0,
@@ -41,7 +41,7 @@ def newton_schulz_reference(x: Tensor, coefficients, norm_scale: float = 1.0, ep
     """The iteration in plain torch at `dtype` (fp64: the truth the op is tested against)."""
     x3 = x.reshape(-1, *x.shape[-2:])
     tall = x3.shape[-2] > x3.shape[-1]
-    y = _normalized(x3.mT if tall else x3, norm_scale, eps, dtype)
+    y = normalized_input(x3.mT if tall else x3, norm_scale, eps, dtype)
     for a, b, c in coefficients:
         gram = y @ y.mT
         y = a * y + (b * gram + c * gram @ gram) @ y
@@ -54,7 +54,7 @@ def gdn_recurrent_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Te
     """Token-by-token recurrence in the inputs' dtype (fp64 in tests). Shapes as gdn_chunk_scan."""
     b, t, h, kd = q.shape
     scale = kd ** -0.5 if scale is None else scale
-    starts = _seq_bounds(b, t, cu_seqlens)
+    starts = seq_bounds(b, t, cu_seqlens)
     outs = torch.zeros(*v.shape, dtype=v.dtype, device=v.device)
     finals = []
     flat = [x.reshape(b * t, *x.shape[2:]) for x in (q, k, v, g, beta)]

@@ -4,7 +4,7 @@ import torch
 
 from pgolf.ops.backend import kernel_module
 from test_newton_schulz import conditioned
-from pgolf.ops.newton_schulz import _normalized, coefficient_schedule, newton_schulz
+from pgolf.ops.newton_schulz import normalized_input, coefficient_schedule, newton_schulz
 from pgolf.ops.reference import newton_schulz_reference
 
 
@@ -31,7 +31,7 @@ def truncate_bf16(t):
 
 def interpreter_emulation(x, coefficients):
     """The op's arithmetic with the interpreter's truncating stores, in plain torch."""
-    y = _normalized(x, 1.0, 1e-7, torch.bfloat16)
+    y = normalized_input(x, 1.0, 1e-7, torch.bfloat16)
     for a, b, c in coefficients:
         gram = truncate_bf16(y.float() @ y.float().mT)
         poly = truncate_bf16(c * (gram.float() @ gram.float().mT) + b * gram.float())
